@@ -1,0 +1,67 @@
+"""The ``avatex`` command line: one module per subcommand, each with ``configure(parser)`` and ``run(args)``.
+
+Subcommand modules must import cheaply (no torch, no bpy at module level) so that ``avatex --help`` and
+the argument parsing of every command stay fast; the work happens inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from backend.errors import AvatexError
+
+# name -> module under backend.cli. Order is the order shown in --help.
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "synth": "synth",
+    "render": "render",
+    "train": "train",
+    "reconstruct": "reconstruct",
+    "evaluate": "evaluate",
+    "table": "table",
+    "experiment": "experiment",
+    "serve": "serve",
+    "keys": "keys",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from backend import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="avatex",
+        description="Relit human datasets in Blender, PIFu reconstruction with lighting-robust colour, "
+        "and PATD/PIPATD texture audits.",
+    )
+    parser.add_argument("--version", action="version", version=f"avatex {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"backend.cli.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("avatex: interrupted", file=sys.stderr)
+        return 130
+    except AvatexError as exc:
+        print(f"avatex {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def not_yet(command: str, issue: str) -> int:
+    """What a subcommand that is not built yet prints, and its exit status."""
+    print(f"avatex {command}: not implemented yet ({issue}).", file=sys.stderr)
+    return 3

@@ -1,0 +1,297 @@
+"""Coloured triangle meshes: load what users bring, look up surface colours, write results.
+
+One small structure, :class:`ColoredMesh`, covers both colour sources the project meets:
+
+* per-vertex colours (2K2K PLY scans, PIFu reconstructions), and
+* UV textures, possibly several (THuman OBJ + MTL, GLB avatars, multi-material OBJ), kept as a list of
+  images with a per-face material index.
+
+All colours are sRGB-encoded floats in [0, 1] (design.md §3). Texture lookups are bilinear, and surface
+colours are interpolated barycentrically, so GT colours at arbitrary surface points are well defined for
+the metrics and the training samplers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.atomic import atomic_path
+from backend.errors import InputError
+
+MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".off", ".stl")
+
+
+@dataclass
+class ColoredMesh:
+    """A triangle mesh with sRGB colours from vertex colours or UV textures.
+
+    Attributes:
+        vertices: (N, 3) float64 positions.
+        faces: (F, 3) int64 vertex indices, counter-clockwise seen from outside.
+        vertex_colors: (N, 3) float32 sRGB in [0, 1], or None.
+        uv: (N, 2) float32 texture coordinates (origin bottom-left, as in OBJ/glTF after trimesh), or None.
+        textures: list of (H, W, 3) uint8 sRGB images; empty without textures.
+        face_material: (F,) int32 index into ``textures``; None when there are no textures.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    textures: list[np.ndarray] = field(default_factory=list)
+    face_material: np.ndarray | None = None
+
+    @property
+    def has_texture(self) -> bool:
+        return bool(self.textures) and self.uv is not None
+
+    @property
+    def has_colors(self) -> bool:
+        return self.vertex_colors is not None or self.has_texture
+
+    def colors_at(self, face_index: np.ndarray, barycentric: np.ndarray) -> np.ndarray:
+        """sRGB colours (M, 3) at surface points given by face index and barycentric weights (M, 3).
+
+        Textures win over vertex colours when both exist: a textured scan's vertex colours are usually a
+        coarse preview.
+        """
+        face_index = np.asarray(face_index, dtype=np.int64)
+        bary = np.asarray(barycentric, dtype=np.float64)
+        corners = self.faces[face_index]  # (M, 3)
+        if self.has_texture:
+            uv = np.einsum("mk,mkj->mj", bary, self.uv[corners].astype(np.float64))
+            out = np.empty((len(face_index), 3), dtype=np.float32)
+            materials = (self.face_material[face_index] if self.face_material is not None
+                         else np.zeros(len(face_index), dtype=np.int32))
+            for m, image in enumerate(self.textures):
+                sel = materials == m
+                if sel.any():
+                    out[sel] = sample_texture(image, uv[sel])
+            return out
+        if self.vertex_colors is not None:
+            c = np.einsum("mk,mkj->mj", bary, self.vertex_colors[corners].astype(np.float64))
+            return np.clip(c, 0.0, 1.0).astype(np.float32)
+        raise InputError("mesh has neither vertex colours nor a texture")
+
+    def per_vertex_colors(self) -> np.ndarray:
+        """(N, 3) sRGB colour of every vertex: its own colour, or the texture at its UV."""
+        if self.vertex_colors is not None and not self.has_texture:
+            return self.vertex_colors
+        if not self.has_texture:
+            raise InputError("mesh has neither vertex colours nor a texture")
+        out = np.zeros((len(self.vertices), 3), dtype=np.float32)
+        materials = (self.face_material if self.face_material is not None
+                     else np.zeros(len(self.faces), dtype=np.int32))
+        # A vertex shared by faces of different materials takes the material of its last face.
+        vertex_material = np.zeros(len(self.vertices), dtype=np.int32)
+        vertex_material[self.faces.ravel()] = np.repeat(materials, 3)
+        for m, image in enumerate(self.textures):
+            sel = vertex_material == m
+            if sel.any():
+                out[sel] = sample_texture(image, self.uv[sel])
+        return out
+
+
+def sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of an (H, W, C) uint8 sRGB image at (M, 2) UVs; returns (M, 3) float32 in [0, 1].
+
+    UV (0, 0) is the bottom-left corner of the image and (1, 1) the top-right; UVs outside [0, 1] wrap
+    (OBJ and glTF repeat by default). Texel centres sit at (i + 0.5) / W.
+    """
+    h, w = image.shape[:2]
+    uv = np.asarray(uv, dtype=np.float64)
+    u = np.mod(uv[:, 0], 1.0) * w - 0.5
+    v = (1.0 - np.mod(uv[:, 1], 1.0)) * h - 0.5
+    x0 = np.floor(u).astype(np.int64)
+    y0 = np.floor(v).astype(np.int64)
+    fx = (u - x0)[:, None]
+    fy = (v - y0)[:, None]
+    x0c, x1c = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1)
+    y0c, y1c = np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
+    img = image[..., :3].astype(np.float32) / 255.0
+    top = img[y0c, x0c] * (1 - fx) + img[y0c, x1c] * fx
+    bottom = img[y1c, x0c] * (1 - fx) + img[y1c, x1c] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def sample_surface(mesh: ColoredMesh, count: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area-uniform random surface points: (points (M, 3), face index (M,), barycentric (M, 3))."""
+    tri = mesh.vertices[mesh.faces]
+    areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    total = areas.sum()
+    if not total > 0:
+        raise InputError("mesh has no surface area")
+    cdf = np.cumsum(areas)
+    face_index = np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right")
+    face_index = np.minimum(face_index, len(areas) - 1)
+    r1, r2 = rng.random(count), rng.random(count)
+    s = np.sqrt(r1)
+    bary = np.stack([1.0 - s, s * (1.0 - r2), s * r2], axis=1)
+    points = np.einsum("mk,mkj->mj", bary, tri[face_index])
+    return points, face_index, bary
+
+
+def load_mesh(path: str | Path) -> ColoredMesh:
+    """Read PLY / OBJ(+MTL+textures) / GLB / glTF into a :class:`ColoredMesh`.
+
+    Vertex order is kept (``process=False``), so per-vertex arrays computed on the file line up with it.
+    Multi-geometry files (multi-material OBJ, GLB scenes) are concatenated with their scene transforms
+    applied.
+    """
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"mesh file not found: {path}")
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise InputError(f"unsupported mesh format {path.suffix!r} ({path}); "
+                         f"use one of {', '.join(MESH_SUFFIXES)}")
+    try:
+        loaded = trimesh.load(path, process=False, maintain_order=True)
+    except Exception as exc:  # trimesh raises many types on malformed files
+        raise InputError(f"could not read mesh {path}: {exc}") from exc
+    if isinstance(loaded, trimesh.Scene):
+        geometries = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+    elif isinstance(loaded, trimesh.Trimesh):
+        geometries = [loaded]
+    else:
+        geometries = []
+    geometries = [g for g in geometries if len(g.faces) > 0]
+    if not geometries:
+        raise InputError(f"{path} holds no triangle mesh (a point cloud or an empty file?)")
+    return _merge([_from_trimesh(g) for g in geometries])
+
+
+def _from_trimesh(mesh) -> ColoredMesh:
+    import trimesh
+
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    out = ColoredMesh(vertices=vertices, faces=faces)
+    visual = mesh.visual
+    if isinstance(visual, trimesh.visual.TextureVisuals):
+        image, factor = _material_image(visual.material)
+        uv = getattr(visual, "uv", None)
+        if image is not None and uv is not None and len(uv) == len(vertices):
+            out.uv = np.asarray(uv, dtype=np.float32)
+            if factor is not None and not np.allclose(factor, 1.0):
+                image = np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+            out.textures = [image]
+            out.face_material = np.zeros(len(faces), dtype=np.int32)
+        elif factor is not None:
+            out.vertex_colors = np.tile((factor * np.ones(3)).astype(np.float32), (len(vertices), 1))
+    elif isinstance(visual, trimesh.visual.ColorVisuals) and visual.kind == "vertex":
+        out.vertex_colors = np.asarray(visual.vertex_colors[:, :3], dtype=np.float32) / 255.0
+    elif isinstance(visual, trimesh.visual.ColorVisuals) and visual.kind == "face":
+        # Spread face colours to vertices by averaging: good enough for audits of flat-coloured meshes.
+        fc = np.asarray(visual.face_colors[:, :3], dtype=np.float64) / 255.0
+        acc = np.zeros((len(vertices), 3))
+        cnt = np.zeros(len(vertices))
+        np.add.at(acc, faces.ravel(), np.repeat(fc, 3, axis=0))
+        np.add.at(cnt, faces.ravel(), 1.0)
+        out.vertex_colors = (acc / np.maximum(cnt, 1)[:, None]).astype(np.float32)
+    return out
+
+
+def _material_image(material) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(texture as (H, W, 3) uint8, colour factor (3,) in [0, 1]) of a trimesh material."""
+    image = getattr(material, "image", None)
+    factor = None
+    if image is None:
+        image = getattr(material, "baseColorTexture", None)
+        base = getattr(material, "baseColorFactor", None)
+        if base is not None:
+            base = np.asarray(base, dtype=np.float64)[:3]
+            factor = base / 255.0 if base.max() > 1.0 else base
+    if image is None:
+        diffuse = getattr(material, "diffuse", None)
+        if diffuse is not None and factor is None:
+            factor = np.asarray(diffuse, dtype=np.float64)[:3] / 255.0
+        return None, factor
+    return np.asarray(image.convert("RGB"), dtype=np.uint8), factor
+
+
+def _merge(parts: list[ColoredMesh]) -> ColoredMesh:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
+    vertices = np.concatenate([p.vertices for p in parts])
+    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)])
+    out = ColoredMesh(vertices=vertices, faces=faces)
+    if all(p.has_texture for p in parts):
+        out.uv = np.concatenate([p.uv for p in parts])
+        textures: list[np.ndarray] = []
+        materials = []
+        for p in parts:
+            materials.append(p.face_material + len(textures))
+            textures.extend(p.textures)
+        out.textures = textures
+        out.face_material = np.concatenate(materials).astype(np.int32)
+    elif all(p.has_colors for p in parts):
+        out.vertex_colors = np.concatenate([p.per_vertex_colors() for p in parts])
+    return out
+
+
+def save_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
+              colors: np.ndarray | None = None) -> None:
+    """Write a mesh with optional per-vertex sRGB colours ((N, 3) floats in [0, 1] or uint8) atomically.
+
+    ``.ply`` is binary little-endian with uchar red/green/blue (what MeshLab, Blender and trimesh read);
+    ``.obj`` uses the common ``v x y z r g b`` extension. Faces are written as given: callers pass
+    outward (counter-clockwise) winding.
+    """
+    path = Path(path)
+    vertices = np.ascontiguousarray(vertices, dtype=np.float32)
+    faces = np.ascontiguousarray(faces, dtype=np.int32)
+    rgb = None if colors is None else _to_uint8(colors)
+    suffix = path.suffix.lower()
+    with atomic_path(path) as tmp:
+        if suffix == ".ply":
+            _write_ply(tmp, vertices, faces, rgb)
+        elif suffix == ".obj":
+            _write_obj(tmp, vertices, faces, rgb)
+        else:
+            raise InputError(f"can only write .ply or .obj meshes, not {path.suffix!r}")
+
+
+def _to_uint8(colors: np.ndarray) -> np.ndarray:
+    colors = np.asarray(colors)
+    if colors.dtype == np.uint8:
+        return colors[:, :3]
+    return np.clip(np.rint(colors[:, :3].astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, rgb: np.ndarray | None) -> None:
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}",
+              "property float x", "property float y", "property float z"]
+    vdtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if rgb is not None:
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+        vdtype += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
+    vrec = np.empty(len(vertices), dtype=vdtype)
+    vrec["x"], vrec["y"], vrec["z"] = vertices[:, 0], vertices[:, 1], vertices[:, 2]
+    if rgb is not None:
+        vrec["red"], vrec["green"], vrec["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    frec = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    frec["n"] = 3
+    frec["i"] = faces
+    with open(path, "wb") as fh:
+        fh.write(("\n".join(header) + "\n").encode("ascii"))
+        fh.write(vrec.tobytes())
+        fh.write(frec.tobytes())
+
+
+def _write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, rgb: np.ndarray | None) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write("# avatex\n")
+        if rgb is None:
+            np.savetxt(fh, vertices, fmt="v %.6f %.6f %.6f")
+        else:
+            data = np.concatenate([vertices.astype(np.float64), rgb.astype(np.float64) / 255.0], axis=1)
+            np.savetxt(fh, data, fmt="v %.6f %.6f %.6f %.4f %.4f %.4f")
+        np.savetxt(fh, faces.astype(np.int64) + 1, fmt="f %d %d %d")
