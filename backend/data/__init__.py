@@ -1,0 +1,1 @@
+"""Data: sample avatars (synth), the relit dataset format (dataset), training samplers (sampling)."""
