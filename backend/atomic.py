@@ -28,6 +28,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.stem + TMP_MARK, suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600; give the final file the usual permissions (0666 minus the umask).
+    os.chmod(tmp, 0o666 & ~_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -66,6 +68,12 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
             p.unlink(missing_ok=True)
             count += 1
     return count
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_file(path: Path) -> None:

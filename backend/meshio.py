@@ -138,7 +138,8 @@ def sample_surface(mesh: ColoredMesh, count: int, rng: np.random.Generator
 def load_mesh(path: str | Path) -> ColoredMesh:
     """Read PLY / OBJ(+MTL+textures) / GLB / glTF into a :class:`ColoredMesh`.
 
-    Vertex order is kept (``process=False``), so per-vertex arrays computed on the file line up with it.
+    Vertex order is kept (``process=False``), so per-vertex arrays computed on the file line up with it,
+    except that textured OBJs get one vertex per distinct (position, UV) pair: a UV seam needs two.
     Multi-geometry files (multi-material OBJ, GLB scenes) are concatenated with their scene transforms
     applied.
     """
@@ -151,7 +152,7 @@ def load_mesh(path: str | Path) -> ColoredMesh:
         raise InputError(f"unsupported mesh format {path.suffix!r} ({path}); "
                          f"use one of {', '.join(MESH_SUFFIXES)}")
     try:
-        loaded = trimesh.load(path, process=False, maintain_order=True)
+        loaded = trimesh.load(path, process=False)
     except Exception as exc:  # trimesh raises many types on malformed files
         raise InputError(f"could not read mesh {path}: {exc}") from exc
     if isinstance(loaded, trimesh.Scene):
