@@ -1,0 +1,543 @@
+"""Jobs: long operations run on worker threads, off the socket loop, one at a time per device.
+
+A job is created by a request, streams progress to every client subscribed to it, can be cancelled
+cooperatively (``ctx.should_stop()``), and outlives its client: results stay in memory for later
+fetch by job id, within bounded retention. Job records (without arrays) are written atomically to the
+state directory on every state change, so after a crash or ``kill -9`` a restarted server knows every
+job: resumable ones (training) are queued again with ``resume=True``; the rest are marked failed with
+"interrupted by a server restart".
+
+Threads, not processes: the heavy work is in torch, which releases the GIL, and models stay cached in
+one address space. The cost is that a handler can only be stopped cooperatively — every long handler
+polls ``should_stop``.
+
+Scheduling is GPU-aware: a job whose operation uses the compute device takes a slot on one of the
+configured devices (``device_jobs`` slots each, 1 by default), so two GPU jobs never share a card
+unless asked to; other jobs need only a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend import protocol
+from backend.atomic import remove_stale_temporaries, write_json
+from backend.errors import AvatexError, CancelledError, InputError
+
+log = logging.getLogger("avatex.server")
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
+    "queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = frozenset((DONE, FAILED, CANCELLED))
+RECORD_FORMAT = "avatex.job/1"
+
+Handler = Callable[[dict, dict, "Context"], tuple[dict, dict]]
+Subscriber = tuple[bytes, str]          # (ZeroMQ routing id, request id)
+
+
+class BusyError(AvatexError):
+    """The job queue is full."""
+
+    code = "busy"
+
+
+class ShuttingDownError(AvatexError):
+    code = "shutting_down"
+
+
+class JobFailed(AvatexError):
+    """Raised by ``job.result`` for a failed job; carries the job's own error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    op: str
+    args: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    handler: Handler
+    uses_device: bool = True
+    resumable: bool = False
+    timeout_s: float | None = None
+    state: str = QUEUED
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+    resume: bool = False
+    device: str | None = None
+    stage: str = QUEUED
+    fraction: float | None = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    result_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    subscribers: set[Subscriber] = field(default_factory=set)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+    last_saved: float = 0.0
+
+    @property
+    def result_bytes(self) -> int:
+        return sum(a.nbytes for a in self.result_arrays.values())
+
+    def status(self) -> dict[str, Any]:
+        """What ``job.status`` and ``job.list`` report (no arrays)."""
+        return {"job": self.id, "op": self.op, "state": self.state, "stage": self.stage,
+                "fraction": self.fraction, "info": self.info, "created": self.created,
+                "started": self.started, "finished": self.finished, "attempts": self.attempts,
+                "device": self.device, "resumable": self.resumable, "error": self.error,
+                "result": self.result if self.state == DONE else None,
+                "arrays": sorted(self.result_arrays)}
+
+    def record(self) -> dict[str, Any]:
+        return {"format": RECORD_FORMAT, "id": self.id, "op": self.op, "args": self.args,
+                "state": self.state, "resumable": self.resumable, "timeout_s": self.timeout_s,
+                "created": self.created, "started": self.started, "finished": self.finished,
+                "attempts": self.attempts, "stage": self.stage, "fraction": self.fraction,
+                "info": self.info, "result": self.result, "error": self.error,
+                "result_arrays": sorted(self.result_arrays)}
+
+
+class JobStore:
+    """Job records as one JSON file per job, written atomically (``state_dir/jobs/<id>.json``).
+
+    One server per state folder: an exclusive lock on ``state_dir/lock`` (released by the kernel even
+    on ``kill -9``) stops a second server from resuming the first one's jobs.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike):
+        self.folder = Path(state_dir) / "jobs"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_folder(Path(state_dir))
+        remove_stale_temporaries(self.folder)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def save(self, job: Job) -> None:
+        with self._lock:
+            record = protocol.jsonable(job.record())
+            write_json(self.folder / f"{job.id}.json", record, indent=None)
+            job.last_saved = time.monotonic()
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            (self.folder / f"{job_id}.json").unlink(missing_ok=True)
+
+    def load(self) -> list[dict[str, Any]]:
+        """Every readable record; unreadable ones (impossible unless edited by hand) are set aside."""
+        import json
+
+        records = []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                if record.get("format") != RECORD_FORMAT or record.get("id") != path.stem:
+                    raise ValueError("not an avatex job record")
+                records.append(record)
+            except (OSError, ValueError) as exc:
+                log.warning("job record %s is unreadable (%s); moved aside", path, exc)
+                path.replace(path.with_suffix(".corrupt"))
+        return records
+
+
+class Context:
+    """What a handler gets besides its arguments: progress, cancellation, device and paths.
+
+    Inline operations (answered on the socket loop) get one without a job, plus ``server`` and
+    ``request`` for the administrative operations.
+    """
+
+    def __init__(self, *, device: str, resolve_path: Callable[..., Path], job: Job | None = None,
+                 manager: JobManager | None = None, server: Any = None,
+                 request: Subscriber | None = None, peer_local: Callable[[], bool] | None = None):
+        self.device = device
+        self._resolve = resolve_path
+        self.job = job
+        self._manager = manager
+        self.server = server
+        self.request = request
+        self._peer_local = peer_local
+        self.reply_job: str | None = job.id if job else None
+        self._last_progress = 0.0
+
+    @property
+    def job_id(self) -> str | None:
+        return self.job.id if self.job else None
+
+    @property
+    def resume(self) -> bool:
+        return bool(self.job and self.job.resume)
+
+    def resolve_path(self, name: str, *, must_exist: bool = True, kind: str | None = None) -> Path:
+        return self._resolve(name, must_exist=must_exist, kind=kind)
+
+    def is_local(self) -> bool:
+        return bool(self._peer_local and self._peer_local())
+
+    def progress(self, stage: str, fraction: float | None = None, info: dict | None = None) -> None:
+        """Report progress (the brief's ``progress(stage, fraction, info)`` convention)."""
+        if self.job is None or self._manager is None:
+            return
+        if fraction is not None:
+            fraction = min(max(float(fraction), 0.0), 1.0)
+        job = self.job
+        now = time.monotonic()
+        changed = stage != job.stage or fraction in (0.0, 1.0)
+        job.stage, job.fraction = str(stage), fraction
+        try:
+            job.info = protocol.jsonable(info or {})
+        except TypeError:   # progress must never kill a job: show what cannot be sent as text
+            job.info = {str(k): str(v) for k, v in dict(info or {}).items()}
+        if changed or now - self._last_progress >= self._manager.progress_interval_s:
+            self._last_progress = now
+            self._manager.notify(job, "progress")
+        if self._manager.store and now - job.last_saved >= self._manager.save_interval_s:
+            self._manager._save(job)   # so a restart shows how far the job got
+
+    def should_stop(self) -> bool:
+        job = self.job
+        if job is None:
+            return False
+        if (job.timeout_s is not None and job.started is not None and not job.cancel_event.is_set()
+                and time.time() - job.started > job.timeout_s):
+            job.cancel_reason = "timeout"
+            job.cancel_event.set()
+        return job.cancel_event.is_set()
+
+    def check_stop(self) -> None:
+        """Raise :class:`CancelledError` when the job should stop."""
+        if self.should_stop():
+            raise CancelledError(f"job {self.job_id} stopped ({self.job.cancel_reason})")
+
+
+class JobManager:
+    """Queue, workers, device slots, retention and persistence of jobs.
+
+    ``notify(job, kind)`` is called from worker threads (kind ``"progress"`` or ``"final"``); the server
+    turns it into replies on its socket thread.
+    """
+
+    progress_interval_s = 0.05
+    save_interval_s = 2.0
+
+    def __init__(self, *, devices: list[str], resolve_path: Callable[..., Path],
+                 notify: Callable[[Job, str], None], workers: int = 2, device_jobs: int = 1,
+                 max_queue: int = 16, store: JobStore | None = None, retain_jobs: int = 64,
+                 retain_s: float = 3600.0, retain_bytes: int = 2 << 30):
+        if not devices:
+            raise InputError("at least one device is needed")
+        self.devices = list(devices)
+        self._resolve = resolve_path
+        self.notify = notify
+        self.store = store
+        self.max_queue = max_queue
+        self.retain_jobs, self.retain_s, self.retain_bytes = retain_jobs, retain_s, retain_bytes
+        self._free = {d: device_jobs for d in self.devices}
+        self._jobs: dict[str, Job] = {}
+        self._pending: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._worker, name=f"avatex-worker-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self, grace_s: float = 10.0, abort: Callable[[], bool] = lambda: False) -> None:
+        """Stop taking work, ask running jobs to stop, wait up to ``grace_s`` for them (or ``abort()``).
+
+        Queued and running resumable jobs stay resumable (state ``interrupted`` on disk); other queued
+        jobs are cancelled.
+        """
+        with self._cv:
+            self._stopping = True
+            while self._pending:
+                job = self._pending.popleft()
+                if job.resumable:
+                    job.state = INTERRUPTED
+                    self._save(job)
+                else:
+                    self._finish(job, CANCELLED, error=None, message="the server is shutting down")
+            for job in self._jobs.values():
+                if job.state == RUNNING:
+                    job.cancel_reason = job.cancel_reason or "shutdown"
+                    job.cancel_event.set()
+            self._cv.notify_all()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and not abort() and any(t.is_alive() for t in self._threads):
+            time.sleep(0.05)
+
+    def restore(self, handlers: Callable[[str], Any], resume: bool = True) -> list[Job]:
+        """Load records after a restart: requeue resumable unfinished jobs, fail the other ones."""
+        if self.store is None:
+            return []
+        requeued = []
+        for rec in self.store.load():
+            op = handlers(rec["op"])
+            state = rec.get("state")
+            job = Job(id=rec["id"], op=rec["op"], args=rec.get("args") or {}, arrays={},
+                      handler=op.handler if op else _missing_handler, uses_device=bool(op and op.device),
+                      resumable=bool(rec.get("resumable")), timeout_s=rec.get("timeout_s"),
+                      state=state, created=rec.get("created", time.time()), started=rec.get("started"),
+                      finished=rec.get("finished"), attempts=int(rec.get("attempts", 0)),
+                      stage=rec.get("stage", ""), fraction=rec.get("fraction"),
+                      info=rec.get("info") or {}, result=rec.get("result"), error=rec.get("error"))
+            if state == DONE and rec.get("result_arrays"):
+                job.state, job.result = FAILED, None   # its arrays lived in the old process only
+                job.error = {"code": "result_lost", "message": "the job finished, but its result arrays "
+                             "were lost when the server restarted; run it again"}
+                self._save(job)
+            elif state not in FINISHED:
+                if job.resumable and op is not None and resume:
+                    job.state, job.stage, job.resume = QUEUED, QUEUED, True
+                    self._pending.append(job)
+                    requeued.append(job)
+                elif job.resumable and op is not None:
+                    job.state = INTERRUPTED
+                else:
+                    job.state, job.finished = FAILED, time.time()
+                    job.error = {"code": "interrupted",
+                                 "message": "the job was interrupted by a server restart"}
+                self._save(job)
+            self._jobs[job.id] = job
+        with self._cv:
+            self._cv.notify_all()
+        return requeued
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def submit(self, op: str, args: dict, arrays: dict, handler: Handler, *, subscriber: Subscriber | None,
+               uses_device: bool, resumable: bool, timeout_s: float | None = None) -> Job:
+        with self._cv:
+            if self._stopping:
+                raise ShuttingDownError("the server is shutting down")
+            if len(self._pending) >= self.max_queue:
+                raise BusyError(f"the server is busy: {len(self._pending)} jobs are waiting (the queue "
+                                f"holds at most {self.max_queue}); try again later")
+            job = Job(id="j" + secrets.token_hex(12), op=op, args=args, arrays=arrays, handler=handler,
+                      uses_device=uses_device, resumable=resumable, timeout_s=timeout_s)
+            if subscriber is not None:
+                job.subscribers.add(subscriber)
+            self._jobs[job.id] = job
+            self._pending.append(job)
+            self._save(job)
+            self._cv.notify_all()
+            return job
+
+    def resubmit(self, job: Job, subscriber: Subscriber | None) -> Job:
+        """Queue an interrupted/cancelled/failed resumable job again, resuming from its checkpoints."""
+        with self._cv:
+            if self._stopping:
+                raise ShuttingDownError("the server is shutting down")
+            if not job.resumable:
+                raise InputError(f"job {job.id} ({job.op}) cannot be resumed")
+            if job.state in (QUEUED, RUNNING):
+                raise InputError(f"job {job.id} is already {job.state}")
+            if job.state == DONE:
+                raise InputError(f"job {job.id} already finished; start a new one to train further")
+            if len(self._pending) >= self.max_queue:
+                raise BusyError(f"the server is busy: the queue holds at most {self.max_queue} jobs")
+            job.state, job.stage, job.fraction, job.resume = QUEUED, QUEUED, 0.0, True
+            job.error, job.finished, job.cancel_reason = None, None, None
+            job.cancel_event = threading.Event()
+            if subscriber is not None:
+                job.subscribers.add(subscriber)
+            self._pending.append(job)
+            self._save(job)
+            self._cv.notify_all()
+            return job
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} on this server (finished jobs are kept for "
+                              f"{self.retain_s:.0f} s, at most {self.retain_jobs})")
+        return job
+
+    def jobs(self) -> list[Job]:
+        with self._cv:
+            return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def cancel(self, job_id: str, reason: str = "cancelled by a client") -> Job:
+        with self._cv:
+            job = self.get(job_id)
+            if job.state == QUEUED:
+                self._pending.remove(job)
+                self._finish(job, CANCELLED, error=None, message=reason)
+            elif job.state == INTERRUPTED:
+                self._finish(job, CANCELLED, error=None, message=reason)
+            elif job.state == RUNNING:
+                job.cancel_reason = job.cancel_reason or reason
+                job.cancel_event.set()
+            return job
+
+    def subscribe(self, job: Job, subscriber: Subscriber) -> None:
+        with self._cv:
+            job.subscribers.add(subscriber)
+
+    def unsubscribe_peer(self, routing_id: bytes) -> None:
+        """Forget a client that is gone (its jobs keep running; results stay fetchable)."""
+        with self._cv:
+            for job in self._jobs.values():
+                job.subscribers = {s for s in job.subscribers if s[0] != routing_id}
+
+    def counts(self) -> dict[str, int]:
+        with self._cv:
+            out: dict[str, int] = {}
+            for job in self._jobs.values():
+                out[job.state] = out.get(job.state, 0) + 1
+            return out
+
+    def evict(self) -> None:
+        """Drop finished jobs beyond the retention bounds (oldest first)."""
+        with self._cv:
+            done = sorted((j for j in self._jobs.values() if j.state in FINISHED),
+                          key=lambda j: j.finished or 0.0)
+            now = time.time()
+            total = sum(j.result_bytes for j in done)
+            for i, job in enumerate(done):
+                keep = len(done) - i <= self.retain_jobs and now - (job.finished or now) <= self.retain_s \
+                    and total <= self.retain_bytes
+                if keep:
+                    break
+                total -= job.result_bytes
+                del self._jobs[job.id]
+                if self.store:
+                    self.store.delete(job.id)
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def _pick(self) -> tuple[Job, str] | None:
+        for job in self._pending:
+            if not job.uses_device:
+                self._pending.remove(job)
+                return job, self.devices[0]
+            for device, free in self._free.items():
+                if free > 0:
+                    self._free[device] -= 1
+                    self._pending.remove(job)
+                    return job, device
+        return None
+
+    def _worker(self) -> None:
+        while True:
+            with self._cv:
+                picked = None
+                while not self._stopping:
+                    picked = self._pick()
+                    if picked:
+                        break
+                    self._cv.wait()
+                if picked is None:
+                    return
+                job, device = picked
+                job.state, job.device, job.started = RUNNING, device, time.time()
+                job.attempts += 1
+                job.stage, job.fraction = "started", 0.0
+                self._save(job)
+            self.notify(job, "progress")
+            try:
+                self._run(job, device)
+            finally:
+                with self._cv:
+                    if job.uses_device:
+                        self._free[device] += 1
+                    self._cv.notify_all()
+
+    def _run(self, job: Job, device: str) -> None:
+        ctx = Context(device=device, resolve_path=self._resolve, job=job, manager=self)
+        try:
+            ctx.check_stop()
+            result, arrays = job.handler(job.args, job.arrays, ctx)
+            if not isinstance(result, dict) or not isinstance(arrays, dict):
+                raise TypeError(f"handler of {job.op} returned {type(result).__name__}, "
+                                f"{type(arrays).__name__} instead of (dict, dict)")
+            job.result = protocol.jsonable(result)
+            job.result_arrays = {k: np.asarray(v) for k, v in arrays.items()}
+            protocol.encode_arrays(job.result_arrays)   # a dtype that cannot be sent fails the job here
+            state, error, message = DONE, None, ""
+        except CancelledError as exc:
+            reason = job.cancel_reason or "cancelled"
+            if reason == "timeout":
+                state, error = FAILED, {"code": "timeout",
+                                        "message": f"{job.op} ran longer than its timeout_s "
+                                                   f"({job.timeout_s} s) and was stopped"}
+                message = ""
+            elif reason == "shutdown" and job.resumable:
+                state, error, message = INTERRUPTED, None, "interrupted by a server shutdown"
+            else:
+                state, error, message = CANCELLED, None, str(exc) or reason
+        except (AvatexError, protocol.ProtocolError) as exc:
+            state, error, message = FAILED, {"code": exc.code, "message": str(exc)}, ""
+        except MemoryError:
+            state, error, message = FAILED, {"code": "out_of_memory",
+                                             "message": f"{job.op} ran out of memory"}, ""
+        except Exception as exc:  # a bug: keep the traceback in the server log
+            log.exception("job %s (%s) failed", job.id, job.op)
+            state, error, message = FAILED, {"code": "internal",
+                                             "message": f"{job.op} failed: {type(exc).__name__}: {exc}"}, ""
+        with self._cv:
+            self._finish(job, state, error=error, message=message)
+
+    def _finish(self, job: Job, state: str, *, error: dict | None, message: str) -> None:
+        job.state, job.error, job.arrays = state, error, {}
+        job.finished = time.time()
+        if state in (CANCELLED, INTERRUPTED):
+            job.info = {**job.info, "message": message}
+        if state == DONE:
+            job.stage, job.fraction = "done", 1.0
+        self._save(job)
+        self.notify(job, "final")
+
+    def _save(self, job: Job) -> None:
+        if self.store is not None:
+            try:
+                self.store.save(job)
+            except OSError as exc:   # a full disk must not take the server down
+                log.error("cannot save job record %s: %s", job.id, exc)
+
+
+class JobNotFound(AvatexError):
+    code = "not_found"
+
+
+def _lock_folder(folder: Path):
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: no lock, one server per state folder is then up to the user
+        return None
+    handle = open(folder / "lock", "a+")  # noqa: SIM115 (held open for the server's lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise InputError(f"another avatex server is using the state folder {folder}; stop it or pass "
+                         "--state DIR") from None
+    return handle
+
+
+def _missing_handler(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    raise InputError("this server no longer provides the job's operation")

@@ -1,0 +1,516 @@
+"""The server's operations: one table (:data:`OPERATIONS`) of plain handler functions.
+
+A handler is ``handler(args, arrays, ctx) -> (result, arrays)``: ``args`` already validated against the
+operation's :class:`~backend.server.schema.Arg` schema (defaults filled in), ``arrays`` read-only numpy
+views of the received frames, ``ctx`` a :class:`~backend.server.jobs.Context` with ``progress``,
+``should_stop``, ``device`` and ``resolve_path``. ``job=True`` operations run on a worker thread and
+stream progress; the others are answered on the socket loop and must be quick.
+
+Science handlers import the models, reconstruction, metrics and training code inside the function, so
+the server starts (and answers ``hello``) without importing torch, and a part that is missing answers
+``not_available`` instead of breaking the server.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.errors import AvatexError, CancelledError, InputError, NotAvailableError
+from backend.server.jobs import DONE, FAILED, FINISHED, INTERRUPTED, Context, Job, JobFailed
+from backend.server.schema import Arg, ArraySpec
+
+log = logging.getLogger("avatex.server")
+
+# Returned by an inline handler whose reply will come later from a job (``job.result`` with wait).
+DEFER = object()
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
+OFFICIAL_NAMES = ("net_G", "net_C")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr")
+MESH_OUT_SUFFIXES = (".ply", ".obj")
+# Keys of a training config that name paths (resolved under the roots); everything else passes through.
+# Every TrainConfig field that names a file or folder must be listed here.
+TRAIN_PATH_KEYS = ("data", "out", "config", "init_g", "init_c", "init", "resume", "cache_dir")
+_TIMEOUT = Arg("float", minimum=1.0, maximum=30 * 86400.0,
+               doc="stop the job (error 'timeout') after this many seconds")
+
+
+class Forbidden(AvatexError):
+    code = "forbidden"
+
+
+class NotReady(AvatexError):
+    code = "not_ready"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One row of the table.
+
+    ``arrays=None`` accepts any arrays (protocol-level checks still apply). ``prepare`` runs on the
+    socket loop before a job is queued — cheap checks (paths exist, arguments agree) so mistakes are
+    answered at once — and returns the job's arguments, or an existing :class:`Job` it re-queued.
+    ``requires`` lists modules whose absence makes the operation ``not_available``.
+    """
+
+    name: str
+    handler: Callable[..., Any]
+    doc: str
+    args: dict[str, Arg] = field(default_factory=dict)
+    arrays: dict[str, ArraySpec] | None = field(default_factory=dict)
+    result: str = ""
+    job: bool = False
+    device: bool = False
+    resumable: bool = False
+    local_only: bool = False
+    prepare: Callable[[dict, dict, Context], dict | Job] | None = None
+    requires: tuple[str, ...] = ()
+
+    def missing(self) -> str | None:
+        """The first required module that is not installed, or None."""
+        for module in self.requires:
+            try:
+                if importlib.util.find_spec(module) is None:
+                    return module
+            except (ImportError, ValueError):
+                return module
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        missing = self.missing()
+        return {"kind": "job" if self.job else "inline", "doc": self.doc, "result": self.result,
+                "args": {k: a.to_dict() for k, a in self.args.items()},
+                "arrays": None if self.arrays is None else {k: s.to_dict() for k, s in self.arrays.items()},
+                "local_only": self.local_only, "available": missing is None,
+                **({"missing": missing} if missing else {})}
+
+
+# --------------------------------------------------------------------------------------------------
+# administrative operations (inline)
+
+
+def op_hello(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    if args["client"]:
+        log.debug("hello from %s", args["client"])
+    return ctx.server.describe(), {}
+
+
+def op_ping(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    return {"time": time.time()}, {}
+
+
+def op_echo(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    # The arrays go back as they came: views of the received frames, sent again without a copy.
+    return {"data": args["data"], "arrays": {k: [a.dtype.name, list(a.shape)] for k, a in arrays.items()}}, \
+        dict(arrays)
+
+
+def op_job_status(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    job = ctx.server.jobs.get(args["job"])
+    ctx.reply_job = job.id
+    return job.status(), {}
+
+
+def op_job_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    jobs = [j for j in ctx.server.jobs.jobs() if args["op"] is None or j.op == args["op"]]
+    return {"jobs": [j.status() for j in jobs]}, {}
+
+
+def op_job_result(args: dict, arrays: dict, ctx: Context) -> Any:
+    job = ctx.server.jobs.get(args["job"])
+    ctx.reply_job = job.id
+    if job.state == DONE:
+        job.subscribers.discard(ctx.request)
+        return job.result or {}, job.result_arrays
+    if job.state == FAILED:
+        error = job.error or {"code": "internal", "message": "failed"}
+        raise JobFailed(error["code"], error["message"])
+    if job.state in FINISHED or job.state == INTERRUPTED:
+        raise CancelledError(str(job.info.get("message") or f"job {job.id} was {job.state}"))
+    if args["wait"]:
+        ctx.server.jobs.subscribe(job, ctx.request)
+        return DEFER
+    raise NotReady(f"job {job.id} is {job.state} (stage {job.stage!r}, "
+                   f"{0 if job.fraction is None else round(100 * job.fraction)}%); ask again later or "
+                   "pass wait=true")
+
+
+def op_cancel(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    if (args["job"] is None) == (args["request"] is None):
+        raise InputError("cancel: give exactly one of 'job' (a job id) or 'request' (the id of one of "
+                         "your own requests)")
+    job_id = args["job"]
+    if job_id is None:
+        job_id = ctx.server.job_of_request(ctx.request[0], args["request"])
+    job = ctx.server.jobs.cancel(job_id)
+    ctx.reply_job = job.id
+    return {"job": job.id, "state": job.state}, {}
+
+
+def op_train_status(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    if args["job"] is not None:
+        job = ctx.server.jobs.get(args["job"])
+        ctx.reply_job = job.id
+        return job.status(), {}
+    return {"jobs": [j.status() for j in ctx.server.jobs.jobs() if j.op == "train.start"]}, {}
+
+
+def op_train_cancel(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    job = ctx.server.jobs.get(args["job"])
+    if job.op != "train.start":
+        raise InputError(f"job {job.id} is a {job.op} job, not training; use 'cancel'")
+    job = ctx.server.jobs.cancel(job.id)
+    ctx.reply_job = job.id
+    return {"job": job.id, "state": job.state}, {}
+
+
+def op_checkpoints_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    policy = ctx.server.paths
+    bases = [ctx.resolve_path(args["dir"], kind="dir")] if args["dir"] else list(policy.roots)
+    found: list[dict[str, Any]] = []
+    limit = args["limit"]
+    for base in bases:
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            depth = len(Path(dirpath).relative_to(base).parts)
+            dirnames[:] = [] if depth >= 8 else sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                suffix = os.path.splitext(name)[1].lower()
+                if suffix not in CHECKPOINT_SUFFIXES and name not in OFFICIAL_NAMES:
+                    continue
+                path = Path(os.path.realpath(os.path.join(dirpath, name)))
+                if not policy._inside(path) or not path.is_file():
+                    continue   # a symlink out of the roots
+                stat = path.stat()
+                found.append({"path": str(path), "relative": policy.relative(path), "size": stat.st_size,
+                              "modified": stat.st_mtime,
+                              "kind": "official" if name in OFFICIAL_NAMES else suffix.lstrip(".")})
+                if len(found) > limit:
+                    break
+            if len(found) > limit:
+                break
+    truncated = len(found) > limit
+    found = sorted(found[:limit], key=lambda c: -c["modified"])
+    return {"checkpoints": found, "truncated": truncated}, {}
+
+
+def op_shutdown(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    ctx.server.stop()
+    return {"stopping": True, "running_jobs": ctx.server.jobs.counts().get("running", 0)}, {}
+
+
+# --------------------------------------------------------------------------------------------------
+# reconstruct
+
+
+class ModelCache:
+    """Loaded models keyed by checkpoint files (real path, mtime, size) and device; LRU, thread-safe."""
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            model = load()
+            self._models[key] = model
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return model
+
+
+MODELS = ModelCache()
+
+
+def _file_key(path: Path | None) -> tuple | None:
+    if path is None:
+        return None
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
+    if (args["image"] is None) == ("image" not in arrays):
+        raise InputError("reconstruct: give the image either as the 'image' array (uint8 H×W×3/4) or as "
+                         "the 'image' argument (a path under the server's roots), not both or neither")
+    if args["mask"] is not None and "mask" in arrays:
+        raise InputError("reconstruct: give the mask as an array or as a path, not both")
+    if args["checkpoint"] is not None and (args["net_g"] or args["net_c"]):
+        raise InputError("reconstruct: give either 'checkpoint' or 'net_g'/'net_c', not both")
+    if args["net_c"] is not None and args["net_g"] is None:
+        raise InputError("reconstruct: 'net_c' needs 'net_g' too")
+    for key in ("image", "mask", "checkpoint", "net_g", "net_c"):
+        if args[key] is not None:
+            ctx.resolve_path(args[key], kind="file")
+    if args["out"] is not None:
+        if os.path.splitext(args["out"])[1].lower() not in MESH_OUT_SUFFIXES:
+            raise InputError(f"reconstruct: 'out' must end in {' or '.join(MESH_OUT_SUFFIXES)}")
+        ctx.resolve_path(args["out"], must_exist=False)
+    if "image" in arrays and "mask" in arrays and arrays["mask"].shape[:2] != arrays["image"].shape[:2]:
+        raise InputError(f"reconstruct: mask {list(arrays['mask'].shape)} and image "
+                         f"{list(arrays['image'].shape)} differ in size")
+    return args
+
+
+def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    from backend.models.checkpoint import load_models
+    from backend.recon import reconstruct
+
+    ctx.progress("loading", 0.0)
+    image = arrays.get("image")
+    if image is not None:
+        image = np.array(image)   # handlers may write; received frames are read-only
+    else:
+        image = _read_image(ctx.resolve_path(args["image"], kind="file"))
+    mask = arrays.get("mask")
+    if mask is not None:
+        mask = np.array(mask)
+    elif args["mask"] is not None:
+        mask = _read_image(ctx.resolve_path(args["mask"], kind="file"), gray=True)
+    paths = {k: ctx.resolve_path(args[k], kind="file") if args[k] else None
+             for k in ("checkpoint", "net_g", "net_c")}
+    key = (tuple(_file_key(p) for p in paths.values()), str(ctx.device))
+    model = MODELS.get(key, lambda: load_models(checkpoint=paths["checkpoint"], net_g=paths["net_g"],
+                                                net_c=paths["net_c"], device=ctx.device))
+    ctx.check_stop()
+    rec = reconstruct(model, image, mask, resolution=args["resolution"], device=ctx.device,
+                      progress=ctx.progress, should_stop=ctx.should_stop)
+    vertices = np.ascontiguousarray(rec.vertices, dtype=np.float32)
+    faces = np.ascontiguousarray(rec.faces, dtype=np.int32)
+    colors = np.ascontiguousarray(rec.colors, dtype=np.float32)
+    result: dict[str, Any] = {"vertices": len(vertices), "faces": len(faces), "stats": dict(rec.stats or {})}
+    if args["out"] is not None:
+        from backend.meshio import save_mesh
+
+        out = ctx.resolve_path(args["out"], must_exist=False)
+        save_mesh(out, vertices, faces, colors)
+        result["saved"] = str(out)
+    return result, {"vertices": vertices, "faces": faces, "colors": colors}
+
+
+def _read_image(path: Path, gray: bool = False) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if gray:
+                img = img.getchannel("A") if img.mode in ("RGBA", "LA") else img.convert("L")
+            elif img.mode not in ("RGB", "RGBA"):
+                img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"cannot read image {path.name}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate
+
+
+def prepare_evaluate(args: dict, arrays: dict, ctx: Context) -> dict:
+    n = arrays["vertices"].shape[0]
+    if arrays["colors"].shape[0] != n:
+        raise InputError(f"evaluate: {n} vertices but {arrays['colors'].shape[0]} colours")
+    has_gt_arrays = "gt_vertices" in arrays
+    if (args["gt"] is None) == (not has_gt_arrays):
+        raise InputError("evaluate: give the ground truth either as 'gt' (a mesh path under the server's "
+                         "roots) or as the arrays gt_vertices + gt_colors (+ gt_faces), not both or neither")
+    if has_gt_arrays:
+        if "gt_colors" not in arrays:
+            raise InputError("evaluate: gt_vertices needs gt_colors (sRGB per GT vertex)")
+        if arrays["gt_colors"].shape[0] != arrays["gt_vertices"].shape[0]:
+            raise InputError("evaluate: gt_colors and gt_vertices differ in length")
+        faces = arrays.get("gt_faces")
+        count = len(arrays["gt_vertices"])
+        if faces is not None and faces.size and (faces.min() < 0 or faces.max() >= count):
+            raise InputError("evaluate: gt_faces index vertices that do not exist")
+    elif any(k in arrays for k in ("gt_colors", "gt_faces")):
+        raise InputError("evaluate: gt_colors / gt_faces need gt_vertices")
+    else:
+        ctx.resolve_path(args["gt"], kind="file")
+    return args
+
+
+def op_evaluate(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    from backend.meshio import ColoredMesh, load_mesh
+    from backend.metrics import texture_distance
+
+    ctx.progress("loading", 0.0)
+    if args["gt"] is not None:
+        gt = load_mesh(ctx.resolve_path(args["gt"], kind="file"))
+    else:
+        faces = arrays.get("gt_faces")
+        gt = ColoredMesh(vertices=np.asarray(arrays["gt_vertices"], dtype=np.float64),
+                         faces=np.zeros((0, 3), np.int64) if faces is None else faces.astype(np.int64),
+                         vertex_colors=_colors01(arrays["gt_colors"]))
+    ctx.check_stop()
+    td = texture_distance(arrays["vertices"], arrays["colors"], gt, k=args["k"], device=ctx.device,
+                          gt_samples=args["gt_samples"], rng=np.random.default_rng(args["seed"]),
+                          progress=ctx.progress, should_stop=ctx.should_stop)
+    return dict(td.summary()), {"patd": np.asarray(td.patd, np.float32),
+                                "pipatd": np.asarray(td.pipatd, np.float32),
+                                "nearest": np.asarray(td.nearest, np.int64)}
+
+
+def _colors01(colors: np.ndarray) -> np.ndarray:
+    if colors.dtype == np.uint8:
+        return colors.astype(np.float32) / np.float32(255.0)
+    return np.asarray(colors, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+def _training_entry() -> Callable[..., dict]:
+    try:
+        module = importlib.import_module("backend.train")
+    except ImportError as exc:
+        raise NotAvailableError(f"training is not available on this server: {exc}") from None
+    run = getattr(module, "run_training", None)
+    if run is None:
+        raise NotAvailableError("training is not available on this server: backend.train has no "
+                                "run_training(config, *, progress, should_stop)")
+    return run
+
+
+def _resolve_train_paths(config: dict, ctx: Context) -> dict:
+    """``config`` with every path field resolved under the roots (``out`` may not exist yet)."""
+    config = dict(config)
+    for key in TRAIN_PATH_KEYS:
+        value = config.get(key)
+        if value is None or (key == "resume" and isinstance(value, bool)):
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"train.start: config[{key!r}] must be a path string, got {value!r}")
+        config[key] = str(ctx.resolve_path(value, must_exist=key not in ("out", "cache_dir")))
+    return config
+
+
+def prepare_train(args: dict, arrays: dict, ctx: Context) -> dict | Job:
+    if args["resume"] is not None:
+        if args["config"]:
+            raise InputError("train.start: give either 'config' (a new run) or 'resume' (a job id)")
+        job = ctx.server.jobs.get(args["resume"])
+        if job.op != "train.start":
+            raise InputError(f"train.start: job {job.id} is a {job.op} job, not training")
+        return ctx.server.jobs.resubmit(job, ctx.request)
+    config = args["config"]
+    if not config:
+        raise InputError("train.start: 'config' is required (at least 'data' and 'out'), or 'resume'")
+    if "device" in config:
+        raise InputError("train.start: the server chooses the device (avatex serve --device); remove "
+                         "'device' from config")
+    if not config.get("out"):
+        raise InputError("train.start: config['out'] (the run folder, under a root) is required: "
+                         "checkpoints go there, and resuming needs it")
+    return {**args, "config": _resolve_train_paths(config, ctx)}
+
+
+def op_train(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    """Run ``backend.train.run_training(config, *, progress, should_stop) -> dict``.
+
+    A TOML file named by ``config['config']`` is read here and merged under the request's fields, so
+    its paths are confined to the roots like the others. ``device`` is the device the server gave the
+    job. On a resumed job ``resume`` is the run folder (``out``), as ``avatex train --resume RUN``.
+    """
+    run_training = _training_entry()
+    config = dict(args["config"])
+    if config.get("config"):
+        from backend.train.config import toml_fields
+
+        config = {**toml_fields(ctx.resolve_path(config.pop("config"), kind="file")), **config}
+    config = _resolve_train_paths(config, ctx)   # again: roots may differ after a restart
+    config["device"] = ctx.device
+    if ctx.resume:
+        config["resume"] = config["out"]
+    result = run_training(config, progress=ctx.progress, should_stop=ctx.should_stop)
+    return dict(result or {}), {}
+
+
+# --------------------------------------------------------------------------------------------------
+# the table
+
+_IMAGE = ArraySpec(("uint8",), (None, None, (3, 4)), doc="RGB or RGBA image, sRGB")
+_MASK = ArraySpec(("uint8", "bool", "float32"), (None, None), doc="foreground mask (0/255, bool or 0..1)")
+_V3 = ArraySpec(("float32", "float64"), (None, 3))
+_C3 = ArraySpec(("float32", "uint8"), (None, 3), doc="sRGB colours in [0,1] (float32) or 0..255 (uint8)")
+
+_OPERATIONS = (
+    Operation("hello", op_hello, "Versions, capabilities, devices, limits and the operation list.",
+              args={"client": Arg("str", max_len=200, doc="the client's name and version, for logs")},
+              result="protocol, server, devices, curve, roots, limits, dtypes, operations{…}, jobs"),
+    Operation("ping", op_ping, "Liveness check (the client's heartbeat).", result="time"),
+    Operation("echo", op_echo, "Returns its data and arrays unchanged (diagnostics, benchmarks).",
+              args={"data": Arg("any", doc="any JSON value")}, arrays=None, result="data, arrays"),
+    Operation("reconstruct", op_reconstruct, "Single-image PIFu reconstruction to a coloured mesh.",
+              args={"image": Arg("str", doc="image path under a root (or send the 'image' array)"),
+                    "mask": Arg("str", doc="mask path; default: the image's alpha"),
+                    "checkpoint": Arg("str", doc="project checkpoint path"),
+                    "net_g": Arg("str", doc="official net_G path"),
+                    "net_c": Arg("str", doc="official net_C path"),
+                    "resolution": Arg("int", default=256, minimum=16, maximum=1024),
+                    "out": Arg("str", doc="also save the mesh here (.ply/.obj, under a root)"),
+                    "timeout_s": _TIMEOUT},
+              arrays={"image": _IMAGE, "mask": _MASK},
+              result="vertices, faces, stats, saved; arrays vertices f32 (N,3), faces i32 (F,3), "
+                     "colors f32 (N,3)",
+              job=True, device=True, prepare=prepare_reconstruct,
+              requires=("backend.models", "backend.recon")),
+    Operation("evaluate", op_evaluate, "PATD / PIPATD of a coloured mesh against its ground truth.",
+              args={"gt": Arg("str", doc="GT mesh path under a root (or send gt_* arrays)"),
+                    "k": Arg("int", default=8, minimum=1, maximum=64),
+                    "gt_samples": Arg("int", minimum=1, maximum=50_000_000,
+                                      doc="surface samples for a textured GT"),
+                    "seed": Arg("int", default=0, minimum=0, maximum=2**63 - 1),
+                    "timeout_s": _TIMEOUT},
+              arrays={"vertices": ArraySpec(("float32", "float64"), (None, 3), required=True),
+                      "colors": ArraySpec(_C3.dtypes, _C3.shape, required=True, doc=_C3.doc),
+                      "gt_vertices": _V3,
+                      "gt_faces": ArraySpec(("int32", "int64"), (None, 3)),
+                      "gt_colors": _C3},
+              result="summary (patd/pipatd mean, median, p90, k, gt_points, gt_kind); arrays patd f32 "
+                     "(N,), pipatd f32 (N,), nearest i64 (N,)",
+              job=True, device=True, prepare=prepare_evaluate, requires=("backend.metrics",)),
+    Operation("train.start", op_train, "Start (or resume) a training run; streams progress.",
+              args={"config": Arg("dict", doc="training config: data, out, loss, steps, … (paths under "
+                                              "the roots)"),
+                    "resume": Arg("str", max_len=64, doc="job id of an interrupted/cancelled run"),
+                    "timeout_s": _TIMEOUT},
+              result="what run_training returns", job=True, device=True, resumable=True,
+              prepare=prepare_train, requires=("backend.train",)),
+    Operation("train.status", op_train_status, "Status of one training job, or all of them.",
+              args={"job": Arg("str", max_len=64)}, result="job status, or jobs[]"),
+    Operation("train.cancel", op_train_cancel, "Cancel a training job (it stops at its next check).",
+              args={"job": Arg("str", required=True, max_len=64)}, result="job, state"),
+    Operation("job.status", op_job_status, "State, stage, progress and timing of any job.",
+              args={"job": Arg("str", required=True, max_len=64)}, result="job status"),
+    Operation("job.result", op_job_result, "The result of a job; with wait=true, follow it to the end.",
+              args={"job": Arg("str", required=True, max_len=64), "wait": Arg("bool", default=False)},
+              result="the job's own ok/error/cancelled reply"),
+    Operation("job.list", op_job_list, "Every job the server remembers.",
+              args={"op": Arg("str", max_len=64)}, result="jobs[]"),
+    Operation("cancel", op_cancel, "Cancel any job, by job id or by the id of your request.",
+              args={"job": Arg("str", max_len=64), "request": Arg("str", max_len=128)}, result="job, state"),
+    Operation("checkpoints.list", op_checkpoints_list, "Checkpoints under the roots (or one folder).",
+              args={"dir": Arg("str"), "limit": Arg("int", default=500, minimum=1, maximum=10_000)},
+              result="checkpoints[{path, relative, size, modified, kind}], truncated"),
+    Operation("shutdown", op_shutdown, "Stop the server (local clients only).", local_only=True,
+              result="stopping, running_jobs"),
+)
+
+OPERATIONS: dict[str, Operation] = {op.name: op for op in _OPERATIONS}
