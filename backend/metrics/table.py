@@ -1,0 +1,99 @@
+"""The seed's results table: PATD/PIPATD per lighting level (rows) for several models (columns).
+
+Input is ``{model: {level: {"patd": x, "pipatd": y}}}`` (e.g. the mean of each test item's summary
+per lighting level). Markdown puts the best (lowest) value of each row in bold; CSV carries the raw
+numbers. Missing values are shown as "–" (Markdown) or left empty (CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from backend.atomic import write_text
+from backend.errors import InputError
+
+LEVELS = ("wild", "intermediate", "clear")
+METRICS = ("patd", "pipatd")
+METRIC_LABELS = {"patd": "PATD", "pipatd": "PIPATD"}
+
+Results = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+Row = tuple[str, str, list[float | None]]
+
+
+def table_rows(results: Results, levels: Sequence[str] | None = None,
+               metrics: Sequence[str] = METRICS) -> tuple[list[str], list[Row]]:
+    """(models, rows) with rows = [(metric, level, [value per model or None])], metric-major."""
+    if not results:
+        raise InputError("no results to tabulate")
+    models = list(results)
+    if levels is None:
+        seen = {lvl for per_level in results.values() for lvl in per_level}
+        levels = [lvl for lvl in LEVELS if lvl in seen] + sorted(seen - set(LEVELS))
+    rows = []
+    for metric in metrics:
+        for level in levels:
+            values = []
+            for model in models:
+                value = results[model].get(level, {}).get(metric)
+                if value is not None:
+                    value = float(value)
+                    if not math.isfinite(value):
+                        raise InputError(f"{model} / {level} / {metric} is not a finite number: {value}")
+                values.append(value)
+            rows.append((metric, level, values))
+    return models, rows
+
+
+def to_markdown(results: Results, levels: Sequence[str] | None = None, metrics: Sequence[str] = METRICS,
+                decimals: int = 2) -> str:
+    """GitHub Markdown table; the lowest value of each row (after rounding, ties included) is bold."""
+    models, rows = table_rows(results, levels, metrics)
+    lines = ["| metric | level | " + " | ".join(_escape(m) for m in models) + " |",
+             "|---|---|" + "---:|" * len(models)]
+    for metric, level, values in rows:
+        shown = [None if v is None else round(v, decimals) for v in values]
+        present = [v for v in shown if v is not None]
+        best = min(present) if present else None
+        cells = []
+        for v in shown:
+            if v is None:
+                cells.append("–")
+            else:
+                text = f"{v:.{decimals}f}"
+                cells.append(f"**{text}**" if v == best and len(present) > 1 else text)
+        lines.append(f"| {METRIC_LABELS.get(metric, metric)} | {level} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(results: Results, levels: Sequence[str] | None = None, metrics: Sequence[str] = METRICS) -> str:
+    """CSV with columns metric, level, then one per model; full precision, empty cells for missing."""
+    models, rows = table_rows(results, levels, metrics)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["metric", "level", *models])
+    for metric, level, values in rows:
+        writer.writerow([METRIC_LABELS.get(metric, metric), level,
+                         *("" if v is None else repr(v) for v in values)])
+    return buf.getvalue()
+
+
+def write_tables(results: Results, out_stem: str | Path, levels: Sequence[str] | None = None,
+                 decimals: int = 2) -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.csv`` atomically (a .md/.csv suffix on the stem is dropped)."""
+    stem = Path(out_stem)
+    if stem.suffix.lower() in (".md", ".csv"):
+        stem = stem.with_suffix("")
+    md, csv_path = stem.parent / f"{stem.name}.md", stem.parent / f"{stem.name}.csv"
+    write_text(md, to_markdown(results, levels, decimals=decimals))
+    write_text(csv_path, to_csv(results, levels))
+    return md, csv_path
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("|", "\\|")

@@ -1,0 +1,108 @@
+"""`avatex evaluate` on real mesh files: text and JSON reports, the per-vertex .npz for Blender, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from backend.cli import main
+from backend.meshio import ColoredMesh, load_mesh, save_mesh
+from backend.metrics import texture_distance
+from backend.metrics.geometry import cm_per_canonical_unit, geometry_metrics
+
+
+@pytest.fixture(scope="module")
+def meshes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    v = np.asarray(sphere.vertices)
+    f = np.asarray(sphere.faces)
+    colors = (0.5 + 0.45 * np.sin(3.0 * v)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    save_mesh(folder / "gt.ply", v, f, colors)
+    pred_v = v * 1.02 + 0.005 * rng.standard_normal(v.shape)
+    save_mesh(folder / "pred.ply", pred_v, f, np.clip(colors + 0.06 * rng.standard_normal(v.shape), 0, 1))
+    save_mesh(folder / "plain.ply", pred_v, f)
+    return folder
+
+
+def test_json_report_matches_the_library(meshes, capsys):
+    out = meshes / "per_vertex.npz"
+    rc = main(["evaluate", "--pred", str(meshes / "pred.ply"), "--gt", str(meshes / "gt.ply"), "--json",
+               "--out", str(out), "--geometry-samples", "5000", "--subject-height", "1.8"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    pred, gt = load_mesh(meshes / "pred.ply"), load_mesh(meshes / "gt.ply")
+    expected = texture_distance(pred.vertices, pred.vertex_colors, gt, device="cpu").summary()
+    assert report["patd_mean"] == pytest.approx(expected["patd"]["mean"], abs=1e-9)
+    assert report["pipatd_mean"] == pytest.approx(expected["pipatd"]["mean"], abs=1e-9)
+    assert report["patd"] == pytest.approx(expected["patd"])
+    assert report["pipatd"] == pytest.approx(expected["pipatd"])
+    assert report["pipatd_mean"] <= report["patd_mean"]
+    assert (report["k"], report["gt_kind"], report["gt_points"]) == (8, "vertices", len(gt.vertices))
+    assert report["vertices"] == len(pred.vertices)
+    geo = geometry_metrics(pred.vertices, pred.faces, gt.vertices, gt.faces, samples=5000,
+                           rng=np.random.default_rng(0), cm_per_unit=cm_per_canonical_unit(1.8))
+    assert report["geometry"]["chamfer"] == pytest.approx(geo.chamfer)
+    assert report["geometry"]["chamfer_cm"] == pytest.approx(geo.chamfer_cm)
+    assert report["per_vertex"] == str(out)
+    with np.load(out) as data:
+        assert data["patd"].dtype == np.float32 and data["patd"].shape == (len(pred.vertices),)
+        assert data["pipatd"].dtype == np.float32 and data["nearest"].dtype == np.int64
+        assert float(data["patd"].mean()) == pytest.approx(report["patd_mean"], rel=1e-6)
+        assert int(data["k"]) == 8 and str(data["gt_kind"]) == "vertices"
+        assert "gt_positions" not in data.files
+    assert not [p for p in meshes.iterdir() if ".tmp-" in p.name]
+
+
+def test_text_report_and_surface_samples(meshes, capsys):
+    out = meshes / "samples.npz"
+    rc = main(["evaluate", "--pred", str(meshes / "pred.ply"), "--gt", str(meshes / "gt.ply"),
+               "--k", "4", "--gt-samples", "3000", "--no-geometry", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "PATD" in text and "PIPATD" in text and "k = 4" in text
+    assert "3,000 GT surface samples" in text
+    assert "Geometry" not in text
+    with np.load(out) as data:
+        assert data["gt_positions"].shape == (3000, 3) and str(data["gt_kind"]) == "surface-samples"
+        assert data["nearest"].max() < 3000
+
+
+def test_clipping_is_reported_in_the_text():
+    """Mesh files hold 0..255 colours, so clipping shows up for colours handed over in memory."""
+    from backend.metrics.evaluate import evaluate_meshes, format_report
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    gt = ColoredMesh(vertices=v, faces=f, vertex_colors=np.full((len(v), 3), 0.5, np.float32))
+    colors = np.full((len(v), 3), 0.5, np.float32)
+    colors[:3, 0] = 1.1
+    pred = ColoredMesh(vertices=v * 1.01, faces=f, vertex_colors=colors)
+    report, td = evaluate_meshes(pred, gt, geometry=False, device="cpu")
+    assert report["clipped"] == {"pred": 3, "gt": 0} and td.clipped_pred == 3
+    text = format_report(report)
+    assert "3 colour component(s) of the reconstruction were outside [0, 1] and were clipped" in text
+    assert "of the GT" not in text
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--pred", "{d}/missing.ply", "--gt", "{d}/gt.ply"], "not found"),
+    (["--pred", "{d}/plain.ply", "--gt", "{d}/gt.ply"], "no colours"),
+    (["--pred", "{d}/pred.ply", "--gt", "{d}/gt.ply", "--out", "{d}/x.txt"], ".npz"),
+    (["--pred", "{d}/pred.ply", "--gt", "{d}/gt.ply", "--k", "0"], "positive integer"),
+])
+def test_errors_are_one_line(meshes, capsys, args, message):
+    rc = main(["evaluate", *[a.format(d=meshes) for a in args]])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_help_says_same_space(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "same space" in capsys.readouterr().out
