@@ -1,0 +1,125 @@
+"""The panels' settings, stored per scene as ``scene.avatex`` (saved with the .blend file).
+
+Only settings live here. What a running job knows (progress, loss history, connection state) is
+runtime state in :mod:`.tasks`: it must not end up in files, undo steps or another scene.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatVectorProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from . import heatmap
+
+
+def _is_mesh(self, obj) -> bool:
+    return obj.type == "MESH"
+
+
+def _heatmap_metric_changed(self, context) -> None:
+    from . import audit
+
+    obj = self.audit_object or context.active_object
+    if obj is not None and obj.type == "MESH" and "patd" in obj.data.attributes:
+        try:
+            audit.show_heatmap(obj, self.heatmap_metric)
+        except ValueError as exc:  # e.g. in Edit Mode: keep the choice, colour it later
+            print(f"avatex: {exc}")
+
+
+class AvatexSettings(bpy.types.PropertyGroup):
+    # -- Reconstruct
+    image_source: EnumProperty(
+        name="Image from", default="FILE",
+        items=[("FILE", "File", "An image file on disk"),
+               ("DATABLOCK", "Blender image", "An image already loaded in Blender (a render, a photo)")])
+    image_path: StringProperty(name="Image", subtype="FILE_PATH", description="Image of one person")
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+    use_mask: BoolProperty(
+        name="Separate mask", default=False,
+        description="Use a separate mask image; otherwise the image's alpha channel is the mask")
+    mask_path: StringProperty(name="Mask", subtype="FILE_PATH",
+                              description="Foreground mask: white where the person is")
+    mask_image: PointerProperty(name="Mask", type=bpy.types.Image)
+    checkpoint: StringProperty(
+        name="Checkpoint", subtype="FILE_PATH",
+        description="avatex checkpoint (.safetensors/.pt) - a path the backend can read (under its data "
+                    "folders); empty: the backend's default")
+    resolution: IntProperty(name="Resolution", default=256, min=16, max=1024,
+                            description="Marching-cubes grid resolution (higher: finer mesh, slower)")
+
+    # -- Audit
+    audit_object: PointerProperty(name="Reconstruction", type=bpy.types.Object, poll=_is_mesh,
+                                  description="The reconstructed mesh to audit (gets the attributes)")
+    gt_object: PointerProperty(name="Ground truth", type=bpy.types.Object, poll=_is_mesh,
+                               description="The ground-truth mesh, with vertex colours or a texture")
+    gt_source: EnumProperty(
+        name="GT colours", default="AUTO",
+        items=[("AUTO", "Auto", "The GT's file when it came from one the backend can read, else the object"),
+               ("OBJECT", "Object", "Send the GT object's vertices and colours (colour attribute or "
+                                    "texture sampled at the vertices)"),
+               ("FILE", "File", "Let the backend load the GT mesh file (textures at full detail)")])
+    gt_path: StringProperty(name="GT file", subtype="FILE_PATH",
+                            description="The GT mesh file, as the backend sees it (under its data folders)")
+    k: IntProperty(name="k (PIPATD)", default=8, min=1, max=64,
+                   description="PIPATD takes the smallest ΔE00 among the k nearest GT points")
+    space: EnumProperty(
+        name="Space", default="LOCAL",
+        items=[("LOCAL", "Object", "Compare mesh coordinates as stored (avatex meshes are all in canonical "
+                                   "space, wherever the objects stand)"),
+               ("WORLD", "World", "Compare where the objects stand in the scene")])
+    heatmap_metric: EnumProperty(
+        name="Heatmap", default="patd", update=_heatmap_metric_changed,
+        items=[("patd", "PATD", "ΔE00 to the nearest GT point"),
+               ("pipatd", "PIPATD", "Smallest ΔE00 among the k nearest GT points")])
+
+    # -- Train
+    dataset: StringProperty(name="Dataset", subtype="DIR_PATH",
+                            description="Dataset folder (as the backend sees it)")
+    run_dir: StringProperty(name="Run folder", subtype="DIR_PATH",
+                            description="Where the run writes checkpoints and logs (as the backend sees it)")
+    loss: EnumProperty(
+        name="Loss", default="ssim",
+        items=[("ssim", "Patch SSIM", "3D patch-wise SSIM on the surface"),
+               ("l1", "L1", "Per-point L1 on colours"),
+               ("l1+ssim", "L1 + patch SSIM", "Both, weighted")])
+    steps: IntProperty(name="Steps", default=2000, min=1, max=10_000_000)
+    model: EnumProperty(
+        name="Model", default="small",
+        items=[("small", "Small", "A CPU-friendly configuration"),
+               ("official", "Official", "PIFu's published architecture")])
+    init_checkpoint: StringProperty(name="Start from", subtype="FILE_PATH",
+                                    description="Checkpoint to fine-tune (optional)")
+
+
+def _legend_getter(index: int):
+    color = heatmap.legend()[index][1]
+    return lambda self: color
+
+
+def _ignore(self, value) -> None:
+    """Legend swatches show fixed colours; editing one changes nothing."""
+
+
+def register() -> None:
+    bpy.utils.register_class(AvatexSettings)
+    bpy.types.Scene.avatex = PointerProperty(type=AvatexSettings)
+    # The Audit panel's legend: colour swatches of the fixed ΔE00 scale (COLOR_GAMMA = sRGB, as shown).
+    for i, (label, _) in enumerate(heatmap.legend()):
+        setattr(bpy.types.WindowManager, f"avatex_legend_{i}",
+                FloatVectorProperty(name=f"ΔE00 {label}", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0,
+                                    get=_legend_getter(i), set=_ignore))
+
+
+def unregister() -> None:
+    for i in range(len(heatmap.legend())):
+        delattr(bpy.types.WindowManager, f"avatex_legend_{i}")
+    del bpy.types.Scene.avatex
+    bpy.utils.unregister_class(AvatexSettings)

@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""Build the avatex Blender extension: one zip per platform in dist/.
+
+    python scripts/build_addon.py [--out dist] [--cache .cache/wheels] [--offline]
+
+What it does, in order:
+
+1. Reads ``blender_addon/blender_manifest.toml``; its version must equal pyproject's.
+2. Makes sure every wheel the manifest lists is in the cache (``.cache/wheels``), downloading the missing
+   ones with ``pip download --only-binary=:all: --python-version ... --platform ... --no-deps``. The
+   wheel file names in the manifest are the single source of truth: the pip arguments are read off
+   them, and a download that yields any other file is an error. With the cache filled the build runs
+   offline.
+3. Stages the add-on in a temporary folder: the ``blender_addon`` sources, byte-identical copies of
+   ``backend/{canonical,protocol,atomic}.py`` in ``_vendor/`` (so the installed extension needs nothing
+   outside its zip), and the wheels in ``wheels/``.
+4. Runs Blender's own extension builder from the ``bpy`` wheel (``bl_pkg/cli/blender_ext.py validate``
+   and ``build --split-platforms``), then rewrites each zip with sorted entries, fixed timestamps and
+   fixed permissions, so that the same sources always give byte-identical zips, and validates them.
+
+Idempotent: a second run replaces the zips with identical ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDON = ROOT / "blender_addon"
+MANIFEST = ADDON / "blender_manifest.toml"
+VENDORED = ("canonical.py", "protocol.py", "atomic.py")
+STAGE_EXCLUDE = {"__pycache__", "_vendor", "wheels"}
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_WHEEL_RE = re.compile(
+    r"^(?P<name>[^-]+)-(?P<version>[^-]+)-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$")
+_VENDOR_INIT = ('"""Verbatim copies of backend modules, written by scripts/build_addon.py. Do not edit."""\n')
+
+
+class BuildError(Exception):
+    pass
+
+
+def read_manifest() -> dict:
+    with open(MANIFEST, "rb") as fh:
+        manifest = tomllib.load(fh)
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        project_version = tomllib.load(fh)["project"]["version"]
+    if manifest["version"] != project_version:
+        raise BuildError(f"{MANIFEST.relative_to(ROOT)} has version {manifest['version']} but pyproject.toml "
+                         f"has {project_version}; make them equal")
+    return manifest
+
+
+def pip_download_args(wheel: str) -> list[str]:
+    """The ``pip download`` arguments that fetch exactly the wheel named ``wheel``."""
+    m = _WHEEL_RE.match(wheel)
+    if m is None:
+        raise BuildError(f"{wheel!r} is not a wheel file name (name-version-python-abi-platform.whl)")
+    py = m["py"]
+    if not re.fullmatch(r"cp3\d+", py):
+        raise BuildError(f"{wheel}: only CPython wheels (cp3XX) can be bundled, not {py}")
+    args = ["--only-binary=:all:", "--no-deps", "--implementation", "cp",
+            "--python-version", f"3.{py[3:]}", "--abi", m["abi"]]
+    for plat in m["plat"].split("."):
+        args += ["--platform", plat]
+    name = m["name"].replace("_", "-")
+    return [*args, f"{name}=={m['version']}"]
+
+
+def check_wheel_versions(wheels: list[str]) -> None:
+    """Per package and platform, the cp311 wheel must have the highest version of all.
+
+    Blender 4.2 does not filter an extension's wheels by Python version: of several wheels of one
+    package it installs the one with the highest version (ties: the larger file name, which would be
+    cp312-abi3). Newer Blenders filter by Python version first, so an older abi3 wheel still serves
+    Python 3.12+ there.
+    """
+    best: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {}
+    for wheel in wheels:
+        m = _WHEEL_RE.match(wheel)
+        if m is None:
+            raise BuildError(f"{wheel!r} is not a wheel file name")
+        version = tuple(int(x) for x in re.findall(r"\d+", m["version"]))
+        key = (m["name"].lower(), m["plat"])
+        if key not in best or (version, m["py"]) > best[key]:
+            best[key] = (version, m["py"])
+    for (name, plat), (_, py) in best.items():
+        if py != "cp311":
+            raise BuildError(f"{name} for {plat}: the highest-versioned wheel is {py}, but Blender 4.2 "
+                             "installs the highest version whatever its Python tag; the cp311 wheel must "
+                             "be the newest")
+
+
+def ensure_wheels(wheels: list[str], cache: Path, offline: bool) -> list[Path]:
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for wheel in wheels:
+        target = cache / wheel
+        if not (target.is_file() and zipfile.is_zipfile(target)):
+            if offline:
+                raise BuildError(f"{wheel} is not in {cache} and --offline forbids downloading it")
+            with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+                cmd = [sys.executable, "-m", "pip", "download", "-q", "-d", tmp, *pip_download_args(wheel)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                got = sorted(p.name for p in Path(tmp).glob("*.whl"))
+                if proc.returncode != 0 or wheel not in got:
+                    raise BuildError(f"could not download {wheel} (pip exit {proc.returncode}, got {got}):\n"
+                                     f"{proc.stderr.strip()[-2000:]}")
+                os.replace(Path(tmp) / wheel, target)  # whole files only: a killed download leaves no wheel
+        paths.append(target)
+    return paths
+
+
+def stage(stage_dir: Path, wheels: list[Path]) -> None:
+    shutil.copytree(ADDON, stage_dir, ignore=lambda d, names: [
+        n for n in names if n in STAGE_EXCLUDE or n.endswith((".pyc", ".zip"))])
+    vendor = stage_dir / "_vendor"
+    vendor.mkdir()
+    (vendor / "__init__.py").write_text(_VENDOR_INIT)
+    for name in VENDORED:
+        source = ROOT / "backend" / name
+        text = source.read_text()
+        if re.search(r"^\s*(from|import)\s+(backend|torch|bpy)\b", text, re.MULTILINE):
+            raise BuildError(f"backend/{name} imports backend, torch or bpy; vendored modules must be pure "
+                             "(standard library + numpy) to work inside Blender")
+        shutil.copyfile(source, vendor / name)
+    (stage_dir / "wheels").mkdir()
+    for wheel in wheels:
+        shutil.copyfile(wheel, stage_dir / "wheels" / wheel.name)
+
+
+def blender_ext_tool() -> Path:
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or not spec.submodule_search_locations:
+        raise BuildError("the bpy wheel is not installed in this Python; run scripts/env.sh first")
+    tool = "*/scripts/addons_core/bl_pkg/cli/blender_ext.py"
+    found = sorted(Path(spec.submodule_search_locations[0]).glob(tool))
+    if not found:
+        raise BuildError(f"Blender's extension builder ({tool}) is missing from the bpy wheel")
+    return found[-1]
+
+
+def run_tool(tool: Path, *args: str) -> None:
+    proc = subprocess.run([sys.executable, str(tool), *args], capture_output=True, text=True)
+    if proc.returncode != 0 or "FATAL_ERROR" in proc.stdout or "Error" in proc.stderr:
+        raise BuildError(f"blender_ext.py {args[0]} failed:\n{proc.stdout}\n{proc.stderr}".strip())
+
+
+def normalize_zip(source: Path, dest: Path) -> None:
+    """Rewrite ``source`` as ``dest`` with sorted entries, a fixed date and 0644 permissions."""
+    tmp = dest.with_name("." + dest.name + ".tmp")
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(tmp, "w") as zout:
+        for info in sorted(zin.infolist(), key=lambda i: i.filename):
+            out = zipfile.ZipInfo(info.filename, date_time=ZIP_DATE)
+            out.compress_type = info.compress_type
+            out.create_system = 3
+            out.external_attr = (0o40755 << 16) | 0x10 if info.is_dir() else 0o100644 << 16
+            zout.writestr(out, zin.read(info.filename), compress_type=info.compress_type, compresslevel=9)
+    os.replace(tmp, dest)
+
+
+def build(out_dir: Path, cache: Path, offline: bool = False) -> list[Path]:
+    manifest = read_manifest()
+    wheels = [w.removeprefix("./wheels/") for w in manifest.get("wheels", [])]
+    check_wheel_versions(wheels)
+    wheel_paths = ensure_wheels(wheels, cache, offline)
+    tool = blender_ext_tool()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    # A private staging folder: concurrent builds (CI, tests, a developer) never share one.
+    with tempfile.TemporaryDirectory(prefix="avatex-addon-") as tmp:
+        work = Path(tmp)
+        stage_dir = work / manifest["id"]
+        stage(stage_dir, wheel_paths)
+        run_tool(tool, "validate", str(stage_dir))
+        raw = work / "raw"
+        raw.mkdir()
+        run_tool(tool, "build", "--split-platforms", "--source-dir", str(stage_dir), "--output-dir", str(raw))
+        built = sorted(raw.glob("*.zip"))
+        if len(built) != len(manifest.get("platforms", [None])):
+            raise BuildError(f"expected one zip per platform {manifest.get('platforms')}, "
+                             f"got {[p.name for p in built]}")
+        for zip_path in built:
+            dest = out_dir / zip_path.name
+            normalize_zip(zip_path, dest)
+            run_tool(tool, "validate", str(dest))
+            outputs.append(dest)
+    keep = {p.name for p in outputs}
+    for stale in out_dir.glob(f"{manifest['id']}-*.zip"):
+        if stale.name not in keep:
+            stale.unlink()
+    return outputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "wheels",
+                        help="wheel cache, reused offline when filled (default: .cache/wheels)")
+    parser.add_argument("--offline", action="store_true", help="never download; use the cache only")
+    args = parser.parse_args(argv)
+    try:
+        outputs = build(args.out.resolve(), args.cache.resolve(), args.offline)
+    except BuildError as exc:
+        print(f"build_addon: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"zips": [{"path": str(p), "bytes": p.stat().st_size,
+                                "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in outputs]},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
