@@ -1,0 +1,174 @@
+"""Training losses: occupancy (PIFu's MSE, or BCE), colour L1, 3D patch-wise SSIM, and their mixes.
+
+All colour tensors are in the network's encoding, sRGB mapped to [-1, 1] (design.md §3), so the SSIM
+data range is L = 2 and C1 = (0.01 L)^2, C2 = (0.03 L)^2. The formulas are written out in
+docs/training.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+DATA_RANGE = 2.0
+"""Range of the [-1, 1] colour encoding."""
+
+SSIM_VARIANTS = ("local", "seed")
+SSIM_RANGES = ("signed", "unit")
+COLOR_LOSSES = ("l1", "ssim", "l1+ssim")
+OCCUPANCY_LOSSES = ("mse", "bce")
+
+
+def occupancy_loss(preds: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor,
+                   kind: str = "mse") -> torch.Tensor:
+    """Mean over hourglass stacks of the per-stack occupancy loss (PIFu's intermediate supervision).
+
+    ``preds``: one tensor or a list (one per stack) of sigmoid occupancies, any shape matching
+    ``labels`` in {0, 1}. ``kind="mse"`` is PIFu's ``nn.MSELoss``; ``"bce"`` is binary cross-entropy on
+    the same probabilities (clamped away from 0 and 1 so it stays finite).
+    """
+    if isinstance(preds, torch.Tensor):
+        preds = [preds]
+    if not preds:
+        raise ValueError("occupancy_loss needs at least one prediction")
+    if kind not in OCCUPANCY_LOSSES:
+        raise ValueError(f"occupancy loss must be one of {OCCUPANCY_LOSSES}, got {kind!r}")
+    labels = labels.to(preds[0].dtype)
+    total = preds[0].new_zeros(())
+    for p in preds:
+        p = p.reshape(labels.shape)
+        if kind == "mse":
+            total = total + F.mse_loss(p, labels)
+        else:
+            eps = 1e-6
+            total = total + F.binary_cross_entropy(p.float().clamp(eps, 1 - eps), labels.float())
+    return total / len(preds)
+
+
+def color_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PIFu's colour loss: mean absolute difference of [-1, 1] colours."""
+    return F.l1_loss(pred, target)
+
+
+def ssim_from_stats(mu_x: torch.Tensor, mu_y: torch.Tensor, var_x: torch.Tensor, var_y: torch.Tensor,
+                    cov: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    """Wang et al.'s SSIM from weighted statistics (alpha = beta = gamma = 1, C3 = C2/2)."""
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+
+
+def patch_ssim(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, *,
+               data_range: float = DATA_RANGE, k1: float = SSIM_K1, k2: float = SSIM_K2,
+               variant: str = "local", unbiased: bool = False) -> torch.Tensor:
+    """SSIM values of 3D patches.
+
+    ``pred``, ``target``: (..., M, P, C) colours of M patches of P points; ``weights``: (..., M, P),
+    non-negative (normalised here per patch), or None for uniform.
+
+    ``variant="local"`` (default, design.md §5): per patch and channel, the weighted mean, variance and
+    covariance over the patch's own P points; returns (..., M, C).
+    ``variant="seed"``: the public seed code's reduction -- statistics across the M patch centres, once
+    per in-patch offset p and channel (a global SSIM); returns (..., P, C). Weights are ignored there
+    (the seed has none).
+
+    ``unbiased`` applies the n/(n-1) sample correction to variance and covariance (scikit-image's
+    default and the seed's choice); the Wang et al. definition uses the population form (False).
+    """
+    if pred.shape != target.shape or pred.dim() < 3:
+        raise ValueError(f"pred and target must both be (..., M, P, C), got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+    if variant not in SSIM_VARIANTS:
+        raise ValueError(f"SSIM variant must be one of {SSIM_VARIANTS}, got {variant!r}")
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    # Statistics in float32 at least: under fp16 autocast, variances of nearly flat patches underflow.
+    x = pred.float() if pred.dtype in (torch.float16, torch.bfloat16) else pred
+    y = target.to(x.dtype)
+    if variant == "local":
+        axis = -2
+        n = x.shape[-2]
+        if weights is None:
+            w = x.new_full(x.shape[:-1] + (1,), 1.0 / n)
+        else:
+            w = weights.to(x.dtype).unsqueeze(-1)
+            w = w / w.sum(dim=-2, keepdim=True).clamp_min(1e-12)
+    else:
+        axis = -3
+        n = x.shape[-3]
+        w = x.new_full(x.shape[:-3] + (n, 1, 1), 1.0 / n)
+    mu_x = (w * x).sum(dim=axis, keepdim=True)
+    mu_y = (w * y).sum(dim=axis, keepdim=True)
+    dx = x - mu_x
+    dy = y - mu_y
+    var_x = (w * dx * dx).sum(dim=axis)
+    var_y = (w * dy * dy).sum(dim=axis)
+    cov = (w * dx * dy).sum(dim=axis)
+    if unbiased:
+        if n < 2:
+            raise ValueError("unbiased statistics need at least 2 points")
+        if variant == "local" and weights is not None:
+            # Reliability-weights correction: 1 / (1 - sum w^2) for normalised weights.
+            corr = 1.0 / (1.0 - (w * w).sum(dim=axis)).clamp_min(1e-12)
+        else:
+            corr = n / (n - 1.0)
+        var_x, var_y, cov = var_x * corr, var_y * corr, cov * corr
+    return ssim_from_stats(mu_x.squeeze(axis), mu_y.squeeze(axis), var_x, var_y, cov, c1, c2)
+
+
+def patch_ssim_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, *,
+                    variant: str = "local", value_range: str = "signed", data_range: float | None = None,
+                    unbiased: bool | None = None) -> torch.Tensor:
+    """1 - mean SSIM over patches (or offsets, for ``variant="seed"``) and channels.
+
+    ``value_range="signed"`` (design.md §5) computes SSIM on the [-1, 1] colours themselves with L = 2.
+    ``"unit"`` maps them to [0, 1] first (L = 1), the convention of 2D image SSIM; only the luminance
+    term differs (variances and covariances are shift-invariant), but it differs a lot for dark-to-mid
+    colours, whose signed means are near 0 -- see docs/training.md.
+
+    ``variant="seed"`` defaults to the seed code's constants as well as its reduction: C1 = 0.01^2,
+    C2 = 0.03^2 (L = 1 although colours are in [-1, 1]), n/(n-1) statistics, the loss clamped to
+    [0, 1], and the [-1, 1] values as given (``value_range`` is ignored). Pass ``data_range``/``unbiased``
+    to override either variant's defaults.
+    """
+    if value_range not in SSIM_RANGES:
+        raise ValueError(f"SSIM value range must be one of {SSIM_RANGES}, got {value_range!r}")
+    seed = variant == "seed"
+    if data_range is None:
+        data_range = 1.0 if seed else DATA_RANGE
+    if unbiased is None:
+        unbiased = seed
+    if value_range == "unit" and not seed:
+        # SSIM(a x, a y; a L) = SSIM(x, y; L): [0, 1] with L = 1 is x + 1 with L = 2.
+        pred, target = pred + 1.0, target + 1.0
+    s = patch_ssim(pred, target, weights, data_range=data_range, variant=variant, unbiased=unbiased)
+    loss = 1.0 - s.mean()
+    return loss.clamp(0.0, 1.0) if seed else loss
+
+
+def color_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+               *, w_l1: float = 1.0, w_ssim: float = 1.0, ssim_variant: str = "local",
+               ssim_range: str = "signed") -> dict[str, torch.Tensor]:
+    """The colour objective by name, with its parts for logging.
+
+    ``kind="l1"``: ``pred``/``target`` (..., C) colours of individual points. ``"ssim"`` and
+    ``"l1+ssim"``: (..., M, P, C) patches; the mix is ``w_l1 * L1 + w_ssim * (1 - SSIM)`` with the L1
+    taken over the same patch points. Returns ``{"loss": total, "l1": ..., "ssim": ...}`` (the parts
+    present).
+    """
+    if kind not in COLOR_LOSSES:
+        raise ValueError(f"colour loss must be one of {COLOR_LOSSES}, got {kind!r}")
+    out: dict[str, torch.Tensor] = {}
+    if kind == "l1":
+        out["l1"] = color_l1(pred, target)
+        out["loss"] = out["l1"]
+        return out
+    out["ssim"] = patch_ssim_loss(pred, target, weights, variant=ssim_variant, value_range=ssim_range)
+    if kind == "ssim":
+        out["loss"] = w_ssim * out["ssim"]
+    else:
+        out["l1"] = color_l1(pred, target)
+        out["loss"] = w_l1 * out["l1"] + w_ssim * out["ssim"]
+    return out

@@ -1,0 +1,210 @@
+"""Training pieces that need no dataset: config, CLI flags, gradient flow, data order, run-folder rules."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from backend.errors import InputError
+from backend.models import ModelConfig, PIFu
+from backend.train.config import TrainConfig
+from backend.train.data import StepSampler, image_tensors
+from backend.train.loop import Objective, configure_trainable, lr_at, make_optimizers, resolve_config
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A very small PIFu pair for fast CPU tests (64 px input)."""
+    base = dict(load_size=64, hg_width=32, hourglass_dim=32, norm_groups=8, mlp_dim=(33, 32, 16, 1),
+                color_ngf=8, color_blocks=2, mlp_dim_color=(65, 32, 16, 3))
+    base.update(overrides)
+    return ModelConfig.small(**base)
+
+
+def _batch(b: int = 2, m: int = 6, k: int = 3, n: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    p = k * k
+    return {
+        "image": torch.rand(b, 3, 64, 64, generator=g) * 2 - 1,
+        "calib": torch.diag(torch.tensor([1.0, -1.0, 1.0, 1.0])).expand(b, 4, 4).clone(),
+        "geo_points": torch.rand(b, 3, n, generator=g) * 2 - 1,
+        "geo_labels": (torch.rand(b, 1, n, generator=g) > 0.5).float(),
+        "color_points": torch.rand(b, 3, n, generator=g) * 2 - 1,
+        "color_targets": torch.rand(b, 3, n, generator=g) * 2 - 1,
+        "patch_points": torch.rand(b, 3, m * p, generator=g) * 2 - 1,
+        "patch_targets": torch.rand(b, 3, m * p, generator=g) * 2 - 1,
+        "patch_weights": torch.full((b, m, p), 1.0 / p),
+    }
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig.from_dict({"data": "/nonexistent", "out": "/nonexistent-run", **kw})
+
+
+@pytest.mark.parametrize("loss", ["l1", "ssim", "l1+ssim"])
+def test_frozen_geometry_only_colour_net_gets_gradients(loss):
+    torch.manual_seed(0)
+    model = PIFu(tiny_config())
+    cfg = _cfg(stage="color", loss=loss)
+    configure_trainable(model, cfg)
+    model.train()
+    assert not model.net_g.training and model.net_c.training  # netG in eval mode, as PIFu/seed
+    out = Objective(model, cfg)(_batch())
+    out["loss"].backward()
+    for name, p in model.net_g.named_parameters():
+        assert p.grad is None or not p.grad.any(), f"netG parameter {name} received a gradient"
+        assert not p.requires_grad
+    grads = [p.grad for p in model.net_c.parameters()]
+    assert all(g is not None for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads), "every netC parameter should get a gradient"
+    assert set(make_optimizers(model, cfg)) == {"color"}
+
+
+def test_joint_training_keeps_colour_loss_out_of_the_geometry_net():
+    torch.manual_seed(0)
+    model = PIFu(tiny_config())
+    cfg = _cfg(stage="both", loss="l1", pool_surface=20000, pool_uniform=1250)
+    configure_trainable(model, cfg)
+    model.train()
+    out = Objective(model, cfg)(_batch())
+    out["color"].backward()  # the colour part alone
+    assert all(p.grad is None or not p.grad.any() for p in model.net_g.parameters())
+    assert all(p.grad is not None for p in model.net_c.parameters())
+    model.zero_grad(set_to_none=True)
+    out = Objective(model, cfg)(_batch())
+    out["occupancy"].backward()
+    # (PIFu's ConvBlocks allocate a downsample norm they only use when channels change: those stay None.)
+    params = list(model.net_g.parameters())
+    assert sum(p.grad is not None for p in params) > 0.8 * len(params)
+    assert all(p.grad is None for p in model.net_c.parameters())
+
+
+def test_geometry_stage_uses_every_stack():
+    torch.manual_seed(0)
+    model = PIFu(tiny_config(num_stack=2), with_color=False)
+    cfg = _cfg(stage="geometry", pool_surface=20000, pool_uniform=1250)
+    configure_trainable(model, cfg)
+    model.train()
+    out = Objective(model, cfg)(_batch())
+    assert len(model.net_g.intermediate_preds_list) == 2
+    labels = _batch()["geo_labels"]
+    expected = sum(((p - labels) ** 2).mean() for p in model.net_g.intermediate_preds_list) / 2
+    assert out["occupancy"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert isinstance(make_optimizers(model, cfg)["geometry"], torch.optim.RMSprop)
+
+
+def test_step_sampler_shards_each_global_batch():
+    single = list(StepSampler(3, 6, global_batch=4))
+    assert single == list(range(12, 24))
+    ranks = [list(StepSampler(3, 6, 4, rank=r, world_size=2)) for r in range(2)]
+    # Each step's global batch is split between ranks: rank 0 takes slots 0-1, rank 1 slots 2-3.
+    assert ranks[0] == [12, 13, 16, 17, 20, 21] and ranks[1] == [14, 15, 18, 19, 22, 23]
+    assert sorted(ranks[0] + ranks[1]) == single
+    with pytest.raises(InputError, match="divisible"):
+        StepSampler(0, 1, 3, rank=0, world_size=2)
+
+
+def test_image_tensors_mask_and_range():
+    rgba = torch.zeros(8, 8, 4, dtype=torch.uint8).numpy()
+    rgba[2:6, 2:6] = (255, 0, 128, 255)
+    img, mask = image_tensors(rgba, 8)
+    assert img.shape == (3, 8, 8) and mask.shape == (1, 8, 8)
+    assert img[:, 0, 0].tolist() == [0.0, 0.0, 0.0]       # background is 0 after masking
+    assert img[0, 3, 3].item() == pytest.approx(1.0) and img[1, 3, 3].item() == pytest.approx(-1.0)
+    small, m2 = image_tensors(rgba, 4)
+    assert small.shape == (3, 4, 4) and m2.min() >= 0 and m2.max() <= 1
+
+
+def test_config_rejects_bad_values_with_names():
+    with pytest.raises(InputError, match="unknown training config field.*bogus"):
+        TrainConfig.from_dict({"data": "d", "out": "o", "bogus": 1})
+    with pytest.raises(InputError) as err:
+        TrainConfig.from_dict({"data": "d", "out": "o", "stage": "texture", "loss": "l2", "batch": 0,
+                               "patch_k": 1, "steps": 5, "epochs": 1.0})
+    msg = str(err.value)
+    for word in ("stage", "loss", "batch", "patch_k", "steps or epochs"):
+        assert word in msg
+    with pytest.raises(InputError, match="data .* required"):
+        TrainConfig.from_dict({"out": "o"})
+    with pytest.raises(InputError, match="init_c needs init_g"):
+        TrainConfig.from_dict({"data": "d", "out": "o", "init_c": "net_C"})
+
+
+def test_config_from_toml_and_total_steps(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text('[train]\ndata = "ds"\nout = "run"\nloss = "l1+ssim"\nw_l1 = 0.16\nw_ssim = 0.84\n'
+                 'levels = ["wild", "clear"]\nepochs = 2.5\nbatch = 4\n')
+    cfg = TrainConfig.from_toml(f)
+    assert cfg.loss == "l1+ssim" and cfg.levels == ["wild", "clear"] and cfg.w_ssim == 0.84
+    assert cfg.total_steps(items=10) == 7  # ceil(2.5 * 10 / 4)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    (tmp_path / "bad.toml").write_text("data = [")
+    with pytest.raises(InputError, match="could not parse"):
+        TrainConfig.from_toml(tmp_path / "bad.toml")
+
+
+def test_lr_schedule_steps_down_at_fractions():
+    cfg = _cfg(lr=1e-3, lr_decay_at=[0.6, 0.8], lr_gamma=0.1)
+    assert lr_at(cfg, 0, 100) == pytest.approx(1e-3)
+    assert lr_at(cfg, 59, 100) == pytest.approx(1e-3)
+    assert lr_at(cfg, 60, 100) == pytest.approx(1e-4)
+    assert lr_at(cfg, 99, 100) == pytest.approx(1e-5)
+
+
+def test_cli_flags_override_config_file(tmp_path):
+    from backend.cli import build_parser
+    from backend.cli.train import build_config
+
+    f = tmp_path / "c.toml"
+    f.write_text('data = "from-file"\nbatch = 8\npatches = 50\n')
+    args = build_parser().parse_args(["train", "--config", str(f), "--out", "R", "--batch", "2", "--loss",
+                                      "l1", "--set", "patches=400", "--set", "ssim_variant=seed", "--levels",
+                                      "wild"])
+    config = build_config(args)
+    assert config["data"] == "from-file" and config["batch"] == 2 and config["patches"] == 400
+    assert config["ssim_variant"] == "seed" and config["levels"] == ["wild"] and config["loss"] == "l1"
+    args = build_parser().parse_args(["train", "--resume", "R2", "--steps", "10"])
+    assert build_config(args) == {"steps": 10, "out": "R2", "resume": True}
+    bad = argparse.Namespace(**{**vars(args), "set": ["novalue"]})
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        build_config(bad)
+
+
+def test_resume_needs_a_checkpoint_and_fresh_runs_refuse_used_folders(tmp_path):
+    with pytest.raises(InputError, match="nothing to resume"):
+        resolve_config({"out": str(tmp_path), "resume": True})
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-00000004.pt").write_bytes(b"x")
+    with pytest.raises(InputError, match="already holds a run"):
+        resolve_config({"data": str(tmp_path), "out": str(tmp_path)})
+
+
+def test_subject_cache_is_keyed_by_mesh_and_parameters_and_survives_damage(tmp_path):
+    import numpy as np
+    import trimesh
+
+    from backend.meshio import ColoredMesh
+    from backend.train import cache
+
+    m = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    mesh = ColoredMesh(vertices=np.asarray(m.vertices), faces=np.asarray(m.faces),
+                       vertex_colors=np.full((len(m.vertices), 3), 0.5, np.float32))
+    a = cache.surface_samples(mesh, 500, tmp_path)
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 1 and files[0].name.startswith(cache.mesh_hash(mesh)[:32])
+    b = cache.surface_samples(mesh, 500, tmp_path)  # from disk
+    np.testing.assert_array_equal(a.points, b.points)
+    files[0].write_bytes(b"damaged")                 # a damaged file is rebuilt, identically
+    c = cache.surface_samples(mesh, 500, tmp_path)
+    np.testing.assert_array_equal(a.colors, c.colors)
+    cache.surface_samples(mesh, 600, tmp_path)       # other parameters: another file
+    mesh.vertex_colors = mesh.vertex_colors * 0.5    # other colours: another hash
+    cache.surface_samples(mesh, 500, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+    pool = cache.geometry_pool(mesh, 2000, 200, 0.05, tmp_path)
+    again = cache.geometry_pool(mesh, 2000, 200, 0.05, tmp_path)
+    np.testing.assert_array_equal(pool.surface_inside, again.surface_inside)
+    r = np.linalg.norm(pool.uniform_points, axis=1)
+    clear = np.abs(r - 0.5) > 0.02
+    assert (pool.uniform_inside[clear] == (r[clear] < 0.5)).all()
