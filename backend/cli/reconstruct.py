@@ -1,17 +1,101 @@
-"""avatex reconstruct: not implemented yet."""
+"""Reconstruct a coloured 3D mesh of a person from one image with PIFu.
+
+The subject is framed as PIFu expects (450 of 512 px tall, centred) using the mask, which is the image's
+alpha channel unless --mask is given. Weights: an avatex checkpoint (--checkpoint) or the official PIFu
+files (--net-g, optionally --net-c; without a colour net the vertex colours come from the image).
+Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up, facing +z).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-HELP = "(not implemented yet)"
+HELP = "reconstruct a coloured mesh from one image (PIFu)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("image", type=Path, help="input image (PNG/JPG; RGBA alpha is the mask)")
+    parser.add_argument("--mask", type=Path, default=None, help="subject mask image (white = subject)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="avatex checkpoint")
+    parser.add_argument("--net-g", type=Path, default=None, help="official PIFu net_G file")
+    parser.add_argument("--net-c", type=Path, default=None, help="official PIFu net_C file")
+    parser.add_argument("--out", type=Path, required=True, help="output mesh, .ply or .obj")
+    parser.add_argument("--resolution", type=int, default=256, help="grid cells per axis (default 256)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="default: cuda when available, else cpu")
+    parser.add_argument("--upsample", choices=("bicubic", "nearest"), default=None,
+                        help="hourglass upsampling for official weights (default bicubic, as committed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.cli import not_yet
+    from backend.errors import InputError
 
-    return not_yet("reconstruct", "see the project's issues")
+    if args.out.suffix.lower() not in (".ply", ".obj"):
+        raise InputError(f"--out must end in .ply or .obj, got {args.out.name!r}")
+    if args.checkpoint is None and args.net_g is None:
+        raise InputError("give the weights: --checkpoint CKPT, or --net-g NET_G [--net-c NET_C]")
+    if args.checkpoint is not None and (args.net_g is not None or args.net_c is not None):
+        raise InputError("give either --checkpoint or --net-g/--net-c, not both")
+    if args.net_c is not None and args.net_g is None:
+        raise InputError("--net-c needs --net-g")
+    image = _read_image(args.image)
+    mask = None if args.mask is None else _read_image(args.mask, mode="L")
+
+    from tqdm import tqdm
+
+    from backend.meshio import save_mesh
+    from backend.models.checkpoint import load_checkpoint, load_official
+    from backend.recon import reconstruct
+
+    if args.checkpoint is not None:
+        model, _ = load_checkpoint(args.checkpoint, device=args.device)
+    else:
+        model = load_official(args.net_g, args.net_c, upsample=args.upsample, device=args.device)
+
+    bar = None if args.no_progress else tqdm(total=100, unit="%", file=sys.stderr, leave=False,
+                                             bar_format="{desc:<10} {bar} {percentage:3.0f}%")
+    spans = {"frame": (0, 2), "encode": (2, 15), "occupancy": (15, 85), "mesh": (85, 90), "color": (90, 100)}
+
+    def progress(stage: str, fraction: float, info: dict) -> None:
+        if bar is None:
+            return
+        lo, hi = spans.get(stage, (0, 100))
+        bar.set_description_str(stage)
+        bar.n = lo + (hi - lo) * fraction
+        bar.refresh()
+
+    try:
+        result = reconstruct(model, image, mask, resolution=args.resolution, device=args.device,
+                             progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    save_mesh(args.out, result.vertices, result.faces, result.colors)
+    s = result.stats
+    print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces, "
+          f"{s['points_evaluated']} points evaluated at resolution {s['resolution']}, "
+          f"{s['seconds']['total']:.1f} s on {s['device']}")
+    return 0
+
+
+def _read_image(path: Path, mode: str | None = None):
+    """uint8 array of an image file: RGB/RGBA as stored, or converted to ``mode`` (``L`` for masks)."""
+    import numpy as np
+    from PIL import Image
+
+    from backend.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            if mode is not None:
+                im = im.convert(mode)
+            elif im.mode not in ("RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+            return np.asarray(im).copy()
+    except OSError as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from exc

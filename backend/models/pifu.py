@@ -1,0 +1,114 @@
+"""The PIFu pair: geometry net + colour net behind one encode/query interface.
+
+``encode`` runs both image filters and attaches the geometry feature to the colour net (G first, 513
+MLP input channels officially); ``query_occupancy`` / ``query_color`` evaluate points with a calib. The
+nets keep the official stateful protocol, so training code can also reach ``net_g`` / ``net_c``
+directly (all-stack predictions, official losses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from backend.errors import InputError, NotAvailableError
+from backend.models.config import ModelConfig
+from backend.models.nets import HGPIFuNet, ResBlkPIFuNet
+
+
+class PIFu(nn.Module):
+    """Geometry (``net_g``) and optional colour (``net_c``) nets built from one :class:`ModelConfig`.
+
+    Shapes: images [B, 3, S, S] in [-1, 1] with S = ``config.load_size``, masks [B, 1, S, S] in [0, 1],
+    points [B, 3, N] in canonical space, calibs [B, 4, 4] (``backend.canonical``). Occupancy comes back
+    as [B, 1, N] in [0, 1], colour as [B, 3, N] in [-1, 1] (sRGB = 0.5 * c + 0.5).
+    """
+
+    def __init__(self, config: ModelConfig | None = None, with_color: bool = True, init: bool = True) -> None:
+        """``init=False`` leaves the weights uninitialised (allocated, not filled): for loaders, which
+        overwrite every tensor; building on the meta device first skips PyTorch's default init."""
+        super().__init__()
+        self.config = config if config is not None else ModelConfig.official()
+        build = contextlib.nullcontext() if init else torch.device("meta")
+        with build:
+            self.net_g = HGPIFuNet(self.config, init=init)
+            self.net_c = ResBlkPIFuNet(self.config, init=init) if with_color else None
+        if not init:
+            self.to_empty(device="cpu")
+        self.geometry_frozen = False
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def has_color(self) -> bool:
+        return self.net_c is not None
+
+    def freeze_geometry(self, frozen: bool = True) -> None:
+        """Colour training mode of the official code: netG stays in eval mode, takes no gradients, and
+        its filter runs under ``no_grad`` inside :meth:`encode`."""
+        self.geometry_frozen = frozen
+        self.net_g.requires_grad_(not frozen)
+        if frozen:
+            self.net_g.eval()
+
+    def train(self, mode: bool = True) -> PIFu:
+        super().train(mode)
+        if self.geometry_frozen:
+            self.net_g.eval()
+        return self
+
+    def encode(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> None:
+        """Run the image filters on ``images * masks`` (pass ``masks=None`` for already-masked input).
+
+        The features stay on the nets until the next ``encode``; queries read them.
+        """
+        size = self.config.load_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (size, size):
+            raise InputError(f"images must be [B, 3, {size}, {size}], got {list(images.shape)}")
+        if masks is not None:
+            if masks.shape != (images.shape[0], 1, size, size):
+                raise InputError(f"masks must be [B, 1, {size}, {size}], got {list(masks.shape)}")
+            images = images * masks
+        grad_off = torch.no_grad() if self.geometry_frozen else contextlib.nullcontext()
+        with grad_off:
+            self.net_g.filter(images)
+        if self.net_c is not None:
+            self.net_c.filter(images)
+            self.net_c.attach(self.net_g.get_im_feat())
+
+    def query_occupancy(self, points: torch.Tensor, calibs: torch.Tensor, *,
+                        fast: bool = False) -> torch.Tensor:
+        """Occupancy [B, 1, N] in [0, 1] (last stack). ``fast`` selects the pre-projected MLP path
+        (eval mode; equal up to float rounding, cheaper beyond ~10^4 points per encoded image)."""
+        _check_points(points, calibs)
+        return self.net_g.query(points, calibs, fast=fast)
+
+    def query_occupancy_stacks(self, points: torch.Tensor, calibs: torch.Tensor) -> list[torch.Tensor]:
+        """Every stack's occupancy (all stacks in train mode, for the intermediate-supervision loss)."""
+        _check_points(points, calibs)
+        self.net_g.query(points, calibs)
+        return list(self.net_g.intermediate_preds_list)
+
+    def query_color(self, points: torch.Tensor, calibs: torch.Tensor, *, fast: bool = False) -> torch.Tensor:
+        """Colour [B, 3, N] in [-1, 1] at the points."""
+        if self.net_c is None:
+            raise NotAvailableError("this model has no colour net (load a net_C or a full checkpoint)")
+        _check_points(points, calibs)
+        return self.net_c.query(points, calibs, fast=fast)
+
+    def forward(self, images: torch.Tensor, points: torch.Tensor, calibs: torch.Tensor,
+                masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode and return occupancy; mostly for tracing and quick checks."""
+        self.encode(images, masks)
+        return self.query_occupancy(points, calibs)
+
+
+def _check_points(points: torch.Tensor, calibs: torch.Tensor) -> None:
+    if points.dim() != 3 or points.shape[1] != 3:
+        raise InputError(f"points must be [B, 3, N], got {list(points.shape)}")
+    if calibs.shape != (points.shape[0], 4, 4):
+        raise InputError(f"calibs must be [B, 4, 4] with B = {points.shape[0]}, got {list(calibs.shape)}")

@@ -1,0 +1,212 @@
+"""Single-image reconstruction: frame -> encode -> occupancy grid -> marching cubes -> vertex colours.
+
+Speed (reference/pifu.md §7 has the official code's CPU timings) comes from three exact changes:
+the coarse-to-fine grid of :mod:`backend.recon.grid` (about 4x fewer network queries than the official
+octree at the same mesh), the pre-projected MLP of :mod:`backend.models.surface_classifier` (about 40%
+fewer multiply-adds per point, image features sampled once per pixel column), and ``inference_mode``.
+None of the official code's bugs are kept: every vertex is coloured (including the last, and meshes
+under 10k vertices), and marching cubes uses skimage's current API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from backend import canonical
+from backend.errors import CancelledError, InputError
+from backend.models.blocks import index, orthogonal
+from backend.models.device import resolve_device
+from backend.models.pifu import PIFu
+from backend.models.surface_classifier import SurfaceClassifier
+from backend.recon.framing import FramedImage, frame_subject
+from backend.recon.grid import (
+    GridSpec,
+    evaluate_coarse_to_fine,
+    evaluate_dense,
+    evaluate_octree_official,
+)
+from backend.recon.mesh import extract_surface
+
+ProgressFn = Callable[[str, float, dict], None]
+StopFn = Callable[[], bool]
+SCHEDULES = ("coarse-to-fine", "official", "dense")
+
+
+@dataclass
+class Reconstruction:
+    """A coloured mesh in canonical space: float32 vertices (N, 3), int32 faces (F, 3) wound
+    counter-clockwise seen from outside, float32 sRGB colours (N, 3) in [0, 1], and ``stats``."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def default_chunk(device: torch.device) -> int:
+    """Points per network call: 4k on CPU (measured: smaller chunks pay per-call overhead, larger ones
+    fall out of cache), 64k on GPU (about 0.5 GB of pre-projected features per call)."""
+    return 4096 if device.type == "cpu" else 65536
+
+
+def fast_pays(classifier: SurfaceClassifier, feature_pixels: int, points: int) -> bool:
+    """Whether pre-projecting the feature map costs fewer multiply-adds than the plain MLP for
+    ``points`` queries (break-even is ~17k points for both official MLPs)."""
+    dims = classifier.filter_channels
+    c0 = dims[0]
+    plain = sum((dims[i] + (c0 if i and classifier.residual else 0)) * dims[i + 1]
+                for i in range(len(dims) - 1))
+    hidden = sum(dims[i] * dims[i + 1] for i in range(1, len(dims) - 1))
+    width = classifier.projected_width()
+    per_point_fast = hidden + 4 * width
+    projection = width * (c0 - 1) * feature_pixels
+    return points * (plain - per_point_fast) > projection
+
+
+def _check_stop(should_stop: StopFn | None) -> None:
+    if should_stop is not None and should_stop():
+        raise CancelledError("reconstruction cancelled")
+
+
+def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, *, resolution: int = 256,
+                device: str | torch.device | None = None, progress: ProgressFn | None = None,
+                should_stop: StopFn | None = None, schedule: str = "coarse-to-fine",
+                fast: bool | None = None, chunk: int | None = None) -> Reconstruction:
+    """Reconstruct a coloured mesh from one image of a person.
+
+    ``image``: uint8 (H, W, 3|4) (or float in [0, 1]); ``mask``: (H, W) bool / uint8 / float, or None to
+    use the image's alpha (an :class:`InputError` says a mask is needed if there is neither).
+    ``resolution``: grid cells per axis over the box [-1, 1]^3. ``device``: None = CUDA when available
+    (the model is moved there). ``schedule``: ``coarse-to-fine`` (default), ``official`` (PIFu's octree,
+    for comparison) or ``dense``. ``fast``: pre-projected MLP path (None = when it pays). ``chunk``:
+    points per network call. Progress stages: frame, encode, occupancy, mesh, color.
+    """
+    if schedule not in SCHEDULES:
+        raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not isinstance(resolution, int) or resolution < 8:
+        raise InputError(f"resolution must be an integer >= 8, got {resolution!r}")
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def report(stage: str, fraction: float, info: dict | None = None) -> None:
+        if progress is not None:
+            progress(stage, fraction, info or {})
+
+    dev = resolve_device(device)
+    if model.device != dev:
+        model.to(dev)
+    chunk = chunk or default_chunk(dev)
+
+    t = time.perf_counter()
+    report("frame", 0.0)
+    framed = frame_subject(image, mask, size=model.config.load_size)
+    seconds["frame"] = time.perf_counter() - t
+    report("frame", 1.0, {"crop": framed.crop})
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return _run(model, framed, dev, resolution, schedule, fast, chunk, report, should_stop,
+                        seconds, t_start)
+    finally:
+        model.train(was_training)
+
+
+def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, schedule: str,
+         fast: bool | None, chunk: int, report: Callable[..., None], should_stop: StopFn | None,
+         seconds: dict[str, float], t_start: float) -> Reconstruction:
+    _check_stop(should_stop)
+    t = time.perf_counter()
+    report("encode", 0.0)
+    img_np, mask_np = framed.network_input()
+    images = torch.from_numpy(img_np).to(dev)
+    masks = torch.from_numpy(mask_np).to(dev)
+    model.encode(images, masks)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds["encode"] = time.perf_counter() - t
+    report("encode", 1.0)
+
+    calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
+    spec = GridSpec(resolution, canonical.BOX_MIN, canonical.BOX_MAX)
+    feature_pixels = model.config.feature_size ** 2
+    expected_points = (resolution // 8 + 1) ** 3 + 4 * resolution ** 2
+    fast_g = fast if fast is not None else fast_pays(model.net_g.surface_classifier, feature_pixels,
+                                                     expected_points)
+
+    def occupancy(points: np.ndarray) -> np.ndarray:
+        pts = torch.from_numpy(points).to(dev).t().unsqueeze(0)
+        return model.query_occupancy(pts, calib, fast=fast_g)[0, 0].float().cpu().numpy()
+
+    t = time.perf_counter()
+    report("occupancy", 0.0)
+    stop = should_stop
+    if schedule == "coarse-to-fine":
+        grid = evaluate_coarse_to_fine(occupancy, spec, batch_size=chunk, progress=report, should_stop=stop)
+    elif schedule == "official":
+        grid = evaluate_octree_official(occupancy, spec, batch_size=chunk, progress=report, should_stop=stop)
+    else:
+        grid = evaluate_dense(occupancy, spec, batch_size=chunk, progress=report, should_stop=stop)
+    seconds["occupancy"] = time.perf_counter() - t
+    report("occupancy", 1.0, {"points": grid.points_evaluated})
+
+    _check_stop(should_stop)
+    t = time.perf_counter()
+    report("mesh", 0.0)
+    vertices, faces = extract_surface(grid.volume, spec, 0.5)
+    seconds["marching_cubes"] = time.perf_counter() - t
+    report("mesh", 1.0, {"vertices": len(vertices), "faces": len(faces)})
+
+    t = time.perf_counter()
+    colors, color_source, fast_c = _vertex_colors(model, framed, vertices, calib, dev, fast, chunk, report,
+                                                  should_stop)
+    seconds["color"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t_start
+    stats = {
+        "resolution": resolution,
+        "schedule": schedule,
+        "grid_points": int(grid.volume.size),
+        "points_evaluated": int(grid.points_evaluated),
+        "levels": grid.levels,
+        "vertices": int(len(vertices)),
+        "faces": int(len(faces)),
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "device": str(dev),
+        "fast_query": {"occupancy": bool(fast_g), "color": bool(fast_c)},
+        "color_source": color_source,
+        "crop": {"top": framed.crop[0], "left": framed.crop[1], "side": framed.crop[2]},
+    }
+    return Reconstruction(vertices, faces, colors, stats)
+
+
+def _vertex_colors(model: PIFu, framed: FramedImage, vertices: np.ndarray, calib: torch.Tensor,
+                   dev: torch.device, fast: bool | None, chunk: int, report: Callable[..., None],
+                   should_stop: StopFn | None) -> tuple[np.ndarray, str, bool]:
+    """sRGB colour of every vertex (all of them, in chunks): the colour net's ``0.5 * c + 0.5``, or
+    without a colour net the input image at the vertex's projection (official ``gen_mesh``)."""
+    n = len(vertices)
+    out = np.empty((n, 3), dtype=np.float32)
+    report("color", 0.0)
+    if model.net_c is None:
+        image = torch.from_numpy(framed.rgb.transpose(2, 0, 1)[None].copy()).to(dev)
+        query = lambda pts: index(image, orthogonal(pts, calib)[:, :2])[0].t()  # noqa: E731
+        source, fast_c = "image", False
+    else:
+        fast_c = fast if fast is not None else fast_pays(model.net_c.surface_classifier,
+                                                         model.config.feature_size ** 2, n)
+        query = lambda pts: (model.query_color(pts, calib, fast=fast_c)[0].t() * 0.5 + 0.5)  # noqa: E731
+        source = "color-net"
+    step = max(1, chunk)
+    for start in range(0, n, step):
+        _check_stop(should_stop)
+        pts = torch.from_numpy(vertices[start:start + step]).to(dev).t().unsqueeze(0)
+        out[start:start + step] = query(pts).float().cpu().numpy()
+        report("color", min(1.0, (start + step) / n), {"vertices": min(n, start + step)})
+    np.clip(out, 0.0, 1.0, out=out)
+    return out, source, bool(fast_c)
