@@ -258,6 +258,14 @@ class TrainTask(Task):
 
     def on_ok(self, event: protocol.Event) -> None:
         super().on_ok(event)
+        # Progress events are throttled; the final result carries the whole curve.
+        curve = (event.result or {}).get("loss_curve") or []
+        points = [(float(s), float(v)) for s, v in curve if np.isfinite(v)]
+        if points:
+            self.steps = [s for s, _ in points]
+            self.losses = [v for _, v in points]
+            self.loss_now = self.losses[-1]
+            self._curve_dirty = True
         self.refresh_curve(time.monotonic(), force=True)
 
     def done_message(self) -> str:

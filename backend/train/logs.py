@@ -36,6 +36,18 @@ class RunLog:
         """Plain containers for the checkpoint."""
         return {"train": [dict(r) for r in self.train], "val": [dict(r) for r in self.val]}
 
+    def loss_curve(self, max_points: int = 500) -> list[list[float]]:
+        """[[step, loss], ...] of the whole run, evenly thinned to at most ``max_points``.
+
+        Progress events are throttled, so a client that only listened to them has a sparse curve; the
+        final result carries this one so the client can finish with the complete picture.
+        """
+        rows = [r for r in self.train if "loss" in r]
+        if len(rows) > max_points:
+            keep = sorted({round(i * (len(rows) - 1) / (max_points - 1)) for i in range(max_points)})
+            rows = [rows[i] for i in keep]
+        return [[float(r["step"]), float(r["loss"])] for r in rows]
+
     def log_train(self, step: int, values: dict[str, float]) -> None:
         row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
         self.train.append(row)

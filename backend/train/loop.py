@@ -275,7 +275,7 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | N
         "run": str(out), "checkpoint": str(last_ckpt) if last_ckpt else None, "step": step, "steps": total,
         "train": last, "val": log.val[-1] if log.val else {}, "val_initial": log.val[0] if log.val else {},
         "plot": str(out / "training.png"), "tensorboard": str(out / "tensorboard"),
-        "elapsed_s": elapsed_before + time.monotonic() - t0,
+        "elapsed_s": elapsed_before + time.monotonic() - t0, "loss_curve": log.loss_curve(),
     }
     if main:
         write_json(out / "summary.json", result)
