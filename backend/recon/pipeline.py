@@ -180,7 +180,10 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
         "device": str(dev),
         "fast_query": {"occupancy": bool(fast_g), "color": bool(fast_c)},
         "color_source": color_source,
+        # With the crop, these map the mesh back into the source image's frame (evaluation, the demo).
         "crop": {"top": framed.crop[0], "left": framed.crop[1], "side": framed.crop[2]},
+        "input_size": int(model.config.load_size),
+        "image_size": [int(image.shape[0]), int(image.shape[1])],
     }
     return Reconstruction(vertices, faces, colors, stats)
 
