@@ -112,8 +112,10 @@ def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, 
     model.eval()
     try:
         with torch.inference_mode():
-            return _run(model, framed, dev, resolution, schedule, fast, chunk, report, should_stop,
-                        seconds, t_start)
+            rec = _run(model, framed, dev, resolution, schedule, fast, chunk, report, should_stop,
+                       seconds, t_start)
+            rec.stats["image_size"] = [int(np.shape(image)[0]), int(np.shape(image)[1])]
+            return rec
     finally:
         model.train(was_training)
 
@@ -183,7 +185,6 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
         # With the crop, these map the mesh back into the source image's frame (evaluation, the demo).
         "crop": {"top": framed.crop[0], "left": framed.crop[1], "side": framed.crop[2]},
         "input_size": int(model.config.load_size),
-        "image_size": [int(image.shape[0]), int(image.shape[1])],
     }
     return Reconstruction(vertices, faces, colors, stats)
 

@@ -1,0 +1,107 @@
+"""Run one Blender process on a batch of unlit renders (``render_scripts/render_views.py``).
+
+The Blender side (``blender_addon/render/views.py``) renders exactly like the dataset's albedo images;
+this side writes the job, starts the process (this Python's ``bpy`` wheel, or a Blender executable),
+forwards its progress and stops it on cancel. Meshes go over as ``.npz`` (float colours, no 8-bit
+rounding).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.atomic import write_json, write_with
+from backend.errors import AvatexError, CancelledError, InputError, NotAvailableError
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "render_scripts" / "render_views.py"
+PREFIX = "@avatex "
+
+
+class RenderError(AvatexError):
+    """The Blender process failed; the message carries its last words."""
+
+    code = "render_failed"
+
+
+def write_render_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> Path:
+    """The mesh file a render job names: float32 vertices/colours, int32 faces (atomic)."""
+    arrays = {"vertices": np.ascontiguousarray(vertices, dtype=np.float32),
+              "faces": np.ascontiguousarray(faces, dtype=np.int32),
+              "colors": np.ascontiguousarray(colors, dtype=np.float32)}
+    write_with(path, lambda fh: np.savez(fh, **arrays))
+    return Path(path)
+
+
+def blender_command(blender: str | None = None) -> list[str]:
+    """How to start the renderer: ``BLENDER -b -P script --`` or this Python with the bpy wheel."""
+    if blender:
+        if not (Path(blender).is_file() and os.access(blender, os.X_OK)):
+            raise InputError(f"Blender executable {blender}: not an executable file")
+        return [blender, "-b", "--factory-startup", "--python-exit-code", "3", "-P", str(SCRIPT), "--"]
+    if importlib.util.find_spec("bpy") is None:
+        raise NotAvailableError("image metrics need Blender: this Python has no bpy module (install the bpy "
+                                "wheel, pass a Blender executable, or turn image metrics off)")
+    return [sys.executable, str(SCRIPT)]
+
+
+def run_render_job(job: dict[str, Any], job_path: str | Path, *, blender: str | None = None,
+                   log: str | Path | None = None,
+                   progress: Callable[[int, int, dict], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Write ``job`` to ``job_path``, render it in one Blender process; returns its final event.
+
+    ``progress(done, total, event)`` is called per image. Images already on disk are skipped by the
+    renderer, so a re-run after a kill only renders what is missing.
+    """
+    write_json(job_path, job)
+    cmd = blender_command(blender) + ["--job", str(job_path), "--progress", "jsonl"]
+    if log is not None:
+        cmd += ["--log", str(log)]
+    err_path = Path(job_path).with_suffix(".stderr.log")
+    with open(err_path, "wb") as err:  # a file, not a pipe: a chatty Blender cannot block on it
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                                text=True, bufsize=1, cwd=str(ROOT))
+    final: dict[str, Any] | None = None
+    fatal: str | None = None
+    total = 0
+    try:
+        for line in proc.stdout:
+            if should_stop is not None and should_stop():
+                raise CancelledError("rendering cancelled")
+            if not line.startswith(PREFIX):
+                continue
+            try:
+                event = json.loads(line[len(PREFIX):])
+            except ValueError:
+                continue
+            kind = event.get("event")
+            if kind == "plan":
+                total = int(event.get("images", 0))
+            elif kind == "image" and progress is not None:
+                progress(int(event["done"]), total, event)
+            elif kind == "done":
+                final = event
+            elif kind == "fatal":
+                fatal = str(event.get("error"))
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    if code != 0 or final is None:
+        stderr = err_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        detail = fatal or (stderr or ["no message"])[-1]
+        raise RenderError(f"the Blender render of {job_path} failed (exit status {code}): {detail}")
+    return final

@@ -1,0 +1,632 @@
+"""Evaluate checkpoints on a dataset's test split, per lighting level: the seed's results table.
+
+For every test subject, input view and lighting level, the dataset's RGBA render (alpha = mask) is
+reconstructed by every model (``backend.recon.reconstruct``), brought back into the GT's canonical
+space (:mod:`.framing`) and scored against the subject's GT mesh:
+
+* PATD / PIPATD (``texture_distance``, k reported) and their medians / 90th percentiles;
+* geometry (``geometry_metrics``: Chamfer, both point-to-surface directions, normal consistency), in
+  canonical units and in cm when the subject's source unit can be told from its height;
+* image space: the reconstruction rendered unlit by Blender from the input view and ``novel_views``
+  other dataset cameras, against the dataset's albedo renders (PSNR, SSIM, LPIPS when available).
+
+Models whose geometry nets are identical (colour fine-tunes of one baseline) share one reconstruction
+per input image: the first model of the group reconstructs, the others only re-query colours at the
+same vertices (:func:`color_vertices`), and geometry metrics are computed once per group. All renders of
+a group run in one Blender process.
+
+With ``out_dir`` the evaluation is resumable: ``evaluation.json`` is rewritten after every input image,
+and a later call with the same settings skips what it holds (render meshes wait under
+``out_dir/.work`` until their images are done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend import canonical
+from backend.atomic import write_json
+from backend.data.dataset import Dataset
+from backend.errors import CancelledError, InputError
+from backend.evaluation import tables
+from backend.evaluation.framing import reconstruction_to_canonical
+from backend.evaluation.models import LoadedModel, group_by_geometry, load_model, unique_slugs
+from backend.evaluation.render import run_render_job, write_render_mesh
+from backend.evaluation.views import compare_renders, novel_views
+from backend.meshio import ColoredMesh, save_mesh
+from backend.models import PIFu
+
+ProgressFn = Callable[[str, float, dict], None]
+StopFn = Callable[[], bool]
+
+FORMAT = "avatex-evaluation"
+FORMAT_VERSION = 1
+DEFAULT_VIEWS = (0,)
+"""Input views per test subject when none are given: view 0, the frontal camera (yaw 0)."""
+TEXTURE_GT_SAMPLES = 1_000_000
+"""Surface samples on a textured GT (``texture_distance``'s default), drawn once per subject."""
+
+GEOMETRY_SAMPLES = 20_000
+"""Surface samples per mesh for the geometry metrics: a fifth of ``avatex evaluate``'s default, so that a
+table over many items stays affordable on a CPU (means move by well under 1 % between the two)."""
+
+SUMMARY_KEYS = ("patd", "pipatd", "chamfer", "chamfer_cm", "pred_to_gt", "pred_to_gt_cm", "gt_to_pred",
+                "gt_to_pred_cm", "normal_consistency", "psnr", "ssim", "psnr_input", "ssim_input",
+                "psnr_novel", "ssim_novel", "lpips_input", "lpips_novel")
+"""Per-item values averaged into :attr:`Evaluation.table`."""
+
+
+# ------------------------------------------------------------------------------------------ result
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_runs` measured.
+
+    ``per_item``: one dict per (model, subject, view, level) - see docs/metrics.md for the keys.
+    ``models``: name -> checkpoint, geometry group, config. ``settings``: what was evaluated and how.
+    ``stats``: work done (reconstructions, colour re-queries, renders), seconds per stage, LPIPS status.
+    """
+
+    per_item: list[dict[str, Any]]
+    models: dict[str, dict[str, Any]]
+    settings: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def levels(self) -> list[str]:
+        return list(self.settings.get("levels") or sorted({r["level"] for r in self.per_item}))
+
+    @property
+    def table(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """``{model: {level: {metric: mean over items}}}`` plus ``items`` (scored) and ``failed`` counts.
+
+        Means skip items without the value (a failed reconstruction, image metrics off); a metric no
+        item has is None.
+        """
+        out: dict[str, dict[str, dict[str, float | None]]] = {}
+        for name in self.models:
+            per_level: dict[str, dict[str, float | None]] = {}
+            for level in self.levels:
+                rows = [r for r in self.per_item if r["model"] == name and r["level"] == level]
+                if not rows:
+                    continue
+                cell: dict[str, float | None] = {}
+                for key in SUMMARY_KEYS:
+                    values = [float(r[key]) for r in rows if _finite(r.get(key))]
+                    cell[key] = float(np.mean(values)) if values else None
+                cell["items"] = sum(1 for r in rows if r.get("error") is None)
+                cell["failed"] = sum(1 for r in rows if r.get("error") is not None)
+                per_level[level] = cell
+            out[name] = per_level
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "settings": self.settings,
+                "models": self.models, "table": self.table, "stats": self.stats, "per_item": self.per_item}
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write everything (settings, models, table, stats, per-item values) atomically."""
+        write_json(path, _jsonable(self.to_dict()))
+        return Path(path)
+
+    def markdown(self) -> str:
+        return tables.to_markdown(self.table, self.levels)
+
+    def write_tables(self, out_stem: str | Path) -> tuple[Path, Path]:
+        """``<stem>.md`` and ``<stem>.csv``: metric x level rows, one column per model, best in bold."""
+        return tables.write_tables(self.table, out_stem, self.levels)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON: numpy scalars to Python, non-finite floats to None (strict JSON has no inf)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def load_evaluation(path: str | Path) -> Evaluation:
+    """Read an ``evaluation.json`` written by :meth:`Evaluation.to_json`."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the evaluation {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{path} is not an avatex evaluation file")
+    return Evaluation(per_item=list(data.get("per_item", [])), models=dict(data.get("models", {})),
+                      settings=dict(data.get("settings", {})), stats=dict(data.get("stats", {})))
+
+
+# ------------------------------------------------------------------------------------ colour queries
+
+@torch.inference_mode()
+def color_vertices(model: PIFu, framed, vertices: np.ndarray, *, geometry_feature: torch.Tensor | None = None,
+                   chunk: int | None = None) -> np.ndarray:
+    """sRGB colours (N, 3) of ``model``'s colour net at mesh vertices given in the framed image's space.
+
+    ``framed`` is the :class:`backend.recon.framing.FramedImage` the mesh was reconstructed from. With
+    ``geometry_feature`` (the last-stack feature of an identical geometry net, already computed for this
+    image) only the colour net's filter runs; otherwise both nets encode the image. The query is the one
+    ``reconstruct`` makes (calib ``diag(1, -1, 1, 1)``, pre-projected MLP where it pays).
+    """
+    from backend.recon.pipeline import default_chunk, fast_pays
+
+    dev = model.device
+    model.eval()
+    img_np, mask_np = framed.network_input()
+    images = torch.from_numpy(img_np).to(dev)
+    masks = torch.from_numpy(mask_np).to(dev)
+    if geometry_feature is None:
+        model.encode(images, masks)
+    else:
+        model.net_c.filter(images * masks)
+        model.net_c.attach(geometry_feature.to(dev))
+    calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
+    n = len(vertices)
+    fast = fast_pays(model.net_c.surface_classifier, model.config.feature_size ** 2, n)
+    step = chunk or default_chunk(dev)
+    out = np.empty((n, 3), dtype=np.float32)
+    for start in range(0, n, step):
+        pts = torch.from_numpy(np.ascontiguousarray(vertices[start:start + step], dtype=np.float32))
+        rgb = model.query_color(pts.to(dev).t().unsqueeze(0), calib, fast=fast)[0].t() * 0.5 + 0.5
+        out[start:start + step] = rgb.float().cpu().numpy()
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def cm_per_unit_for(normalization: canonical.Normalization) -> tuple[float | None, str | None]:
+    """cm per canonical unit from a subject's normalisation, when its source unit can be told from its
+    height (a standing person: 0.5-2.6 in metres, 50-260 in cm, 500-2600 in mm); else (None, None)."""
+    from backend.metrics import cm_per_unit_from_normalization
+
+    h = float(normalization.source_height)
+    ranges = ((0.5, 2.6, 1.0, "m"), (50.0, 260.0, 0.01, "cm"), (500.0, 2600.0, 0.001, "mm"))
+    for lo, hi, unit_m, name in ranges:
+        if lo <= h <= hi:
+            return cm_per_unit_from_normalization(normalization, unit_m), name
+    return None, None
+
+
+@dataclass
+class _Subject:
+    """A test subject's GT, prepared once: the mesh, the PATD point set, the cm scale, the views."""
+
+    mesh: ColoredMesh
+    points: ColoredMesh  # the GT points PATD compares with (vertices, or surface samples as a point set)
+    gt_kind: str
+    cm_per_unit: float | None
+    source_unit: str | None
+
+
+def _prepare_subject(ds: Dataset, sid: str, gt_samples: int | None) -> _Subject:
+    from backend.metrics.patd import gt_point_set
+
+    mesh = ds.gt_mesh(sid)
+    vertex_colored = mesh.vertex_colors is not None and not mesh.has_texture
+    count = None if vertex_colored else (gt_samples or TEXTURE_GT_SAMPLES)
+    xyz, rgb, kind, _ = gt_point_set(mesh, count, np.random.default_rng(0))
+    points = ColoredMesh(vertices=xyz, faces=np.zeros((0, 3), np.int64), vertex_colors=rgb.astype(np.float32))
+    cm, unit = cm_per_unit_for(ds.normalization(sid))
+    return _Subject(mesh=mesh, points=points, gt_kind=kind, cm_per_unit=cm, source_unit=unit)
+
+
+def _model_identity(lm: LoadedModel) -> str:
+    """Hash of both nets' weights (resume: an entry belongs to exactly these weights)."""
+    h = hashlib.sha256(lm.geometry.encode())
+    for key, tensor in lm.model.net_c.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}|{tuple(t.shape)}|".encode())
+        h.update(t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _item_key(model: str, sid: str, view: int, level: str) -> tuple[str, str, int, str]:
+    return (model, sid, int(view), level)
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+def evaluate_runs(models: dict[str, str | Path], data: str | Path | Dataset, *, split: str = "test",
+                  levels: list[str] | None = None, views: list[int] | None = None, resolution: int = 256,
+                  k: int = 8, device: str | torch.device | None = None, image_metrics: bool = True,
+                  novel_views: int = 4, out_dir: str | Path | None = None, keep_meshes: bool = False,
+                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                  geometry_samples: int = GEOMETRY_SAMPLES, gt_samples: int | None = None,
+                  render_samples: int | None = None, blender: str | None = None,
+                  lpips: bool = True) -> Evaluation:
+    """Evaluate checkpoints on a dataset split per lighting level (module docstring).
+
+    ``models``: display name -> checkpoint file or run folder (its last checkpoint). ``views``: input
+    view indices per subject (default ``[0]``, the frontal view); subjects lacking one are skipped for
+    it. ``levels``: default all of the dataset's. ``resolution``: reconstruction grid. ``k``: PIPATD's
+    neighbours. ``novel_views``: other dataset views rendered besides the input view.
+    ``geometry_samples``: surface samples per mesh for the geometry metrics. ``gt_samples``: surface
+    samples a *textured* GT is compared with (default 1M); vertex-coloured GTs use their vertices.
+    ``render_samples``: Cycles samples (default: the dataset's albedo samples). ``blender``: a Blender
+    executable for the renders (default: this Python's bpy). Progress stages: ``load``,
+    ``reconstruct``, ``render``, ``done``; ``should_stop`` cancels between steps (CancelledError).
+    """
+    from backend.models.device import resolve_device
+
+    t_start = time.perf_counter()
+
+    def report(stage: str, fraction: float, info: dict | None = None) -> None:
+        if progress is not None:
+            progress(stage, float(min(max(fraction, 0.0), 1.0)), info or {})
+
+    def check_stop() -> None:
+        if should_stop is not None and should_stop():
+            raise CancelledError("evaluation cancelled")
+
+    if not models:
+        raise InputError("no models to evaluate")
+    if not isinstance(resolution, int) or resolution < 8:
+        raise InputError(f"resolution must be an integer >= 8, got {resolution!r}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    if novel_views < 0:
+        raise InputError(f"novel_views must be >= 0, got {novel_views}")
+    ds = data if isinstance(data, Dataset) else Dataset(data)
+    subjects = ds.split(split)
+    if not subjects:
+        raise InputError(f"the dataset {ds.root} has no {split!r} subjects; render it with a test share "
+                         "(avatex render --test-fraction F) or choose another split")
+    levels = list(levels) if levels else list(ds.levels)
+    unknown = [lv for lv in levels if lv not in ds.levels]
+    if unknown:
+        raise InputError(f"level(s) {unknown} are not in the dataset {ds.root} (it has {ds.levels})")
+    view_list = [int(v) for v in (views if views is not None else DEFAULT_VIEWS)]
+    known_views = {int(v["index"]) for v in ds.views}
+    bad = [v for v in view_list if v not in known_views]
+    if bad:
+        raise InputError(f"view(s) {bad} are not in the dataset (views 0..{len(known_views) - 1})")
+    dev = resolve_device(device)
+    settings = {"dataset": str(Path(ds.root).resolve()), "split": split, "levels": levels,
+                "views": view_list, "resolution": resolution, "k": k, "image_metrics": bool(image_metrics),
+                "novel_views": int(novel_views), "geometry_samples": int(geometry_samples),
+                "gt_samples": gt_samples, "render_samples": render_samples or int(
+                    ds.settings.get("albedo_samples", 16)),
+                "dataset_resolution": ds.resolution}
+
+    # -- models ---------------------------------------------------------------------------------
+    report("load", 0.0, {"models": len(models)})
+    loaded: list[LoadedModel] = []
+    for name, path in models.items():
+        check_stop()
+        loaded.append(load_model(str(name), path, dev))
+        report("load", 0.0, {"model": str(name)})
+    slugs = unique_slugs([m.name for m in loaded])
+    groups = group_by_geometry(loaded)
+    identities = {m.name: _model_identity(m) for m in loaded}
+    model_info = {m.name: {"checkpoint": str(m.checkpoint.resolve()), "identity": identities[m.name],
+                           "geometry": m.geometry, "folder": slugs[m.name],
+                           "shares_geometry_with": [o.name for o in loaded
+                                                    if o.geometry == m.geometry and o.name != m.name],
+                           "config": m.model.config.to_dict()} for m in loaded}
+
+    # -- resume ---------------------------------------------------------------------------------
+    out = Path(out_dir) if out_dir is not None else None
+    entries: dict[tuple[str, str, int, str], dict] = {}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        entries = _resumable_entries(out / "evaluation.json", settings, identities)
+    tmp_holder = tempfile.TemporaryDirectory(prefix="avatex-eval-") if out is None else None
+    work = Path(tmp_holder.name) if tmp_holder is not None else out / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+
+    stats: dict[str, Any] = {"reconstructions": 0, "color_queries": 0, "geometry_evaluations": 0,
+                             "renders": 0, "render_processes": 0, "resumed_items": len(entries),
+                             "skipped": [], "seconds": {"load": round(time.perf_counter() - t_start, 3),
+                                                       "reconstruct": 0.0, "color": 0.0, "texture": 0.0,
+                                                       "geometry": 0.0, "render": 0.0, "image_metrics": 0.0},
+                             "groups": [[m.name for m in g] for g in groups], "device": str(dev)}
+    seconds = stats["seconds"]
+    if image_metrics:
+        from backend.metrics.image import lpips_status
+
+        status = lpips_status()
+        stats["lpips"] = {"available": bool(status.available and lpips),
+                          "reason": status.reason if lpips else "not requested"}
+    else:
+        stats["lpips"] = {"available": False, "reason": "image metrics off"}
+
+    # -- the work list ----------------------------------------------------------------------------
+    inputs: list[tuple[str, int, str]] = []
+    for sid in subjects:
+        finished = set(ds.views_of(sid))
+        for v in view_list:
+            if v not in finished:
+                stats["skipped"].append({"subject": sid, "view": v, "reason": "view not rendered"})
+                continue
+            inputs.extend((sid, v, lv) for lv in levels)
+    if not inputs:
+        raise InputError(f"none of the {split} subjects has the input view(s) {view_list} rendered")
+
+    def save() -> Evaluation:
+        ev = Evaluation(per_item=_ordered(entries, loaded, inputs), models=model_info, settings=settings,
+                        stats=stats)
+        if out is not None:
+            ev.to_json(out / "evaluation.json")
+        return ev
+
+    def complete(entry: dict | None) -> bool:
+        if entry is None:
+            return False
+        return entry.get("error") is not None or not image_metrics or entry.get("psnr_input") is not None \
+            or entry.get("image_error") is not None
+
+    subject_cache: dict[str, _Subject] = {}
+
+    def subject(sid: str) -> _Subject:
+        if sid not in subject_cache:
+            subject_cache.clear()  # one subject's GT in memory at a time
+            subject_cache[sid] = _prepare_subject(ds, sid, gt_samples)
+        return subject_cache[sid]
+
+    # Overall progress: each geometry group is an equal share; its renders take the last fifth of it.
+    recon_share = 0.8 if image_metrics else 1.0
+
+    def overall(group_index: int, phase: str, fraction: float) -> float:
+        within = recon_share * fraction if phase == "reconstruct" else \
+            recon_share + (1.0 - recon_share) * fraction
+        return (group_index + within) / len(groups)
+
+    try:
+        for g_index, group in enumerate(groups):
+            pending_render: list[tuple[LoadedModel, tuple[str, int, str]]] = []
+            for sid, view, level in inputs:
+                for m in group:  # an unrendered entry whose mesh is gone (work folder deleted): redo it
+                    key = _item_key(m.name, sid, view, level)
+                    if key in entries and not complete(entries[key]) and \
+                            not (work / slugs[m.name] / sid / f"v{int(view):03d}_{level}.npz").is_file():
+                        del entries[key]
+            for i_input, (sid, view, level) in enumerate(inputs):
+                todo = [m for m in group if _item_key(m.name, sid, view, level) not in entries]
+                if todo:
+                    check_stop()
+                    info = {"subject": sid, "view": view, "level": level, "models": [m.name for m in todo],
+                            "input": i_input + 1, "inputs": len(inputs), "group": g_index + 1,
+                            "groups": len(groups)}
+                    report("reconstruct", overall(g_index, "reconstruct", i_input / len(inputs)), info)
+                    new = _evaluate_input(group, todo, ds, subject(sid), sid, view, level,
+                                          resolution=resolution, k=k, device=dev,
+                                          geometry_samples=geometry_samples, work=work, slugs=slugs,
+                                          image_metrics=image_metrics, out=out,
+                                          keep_meshes=keep_meshes, stats=stats, should_stop=should_stop)
+                    entries.update(new)
+                    save()
+                for m in group:
+                    key = _item_key(m.name, sid, view, level)
+                    if image_metrics and not complete(entries.get(key)):
+                        pending_render.append((m, (sid, view, level)))
+            report("reconstruct", overall(g_index, "reconstruct", 1.0), {"group": g_index + 1})
+            if pending_render:
+                _render_and_compare(pending_render, entries, ds, work=work, slugs=slugs,
+                                    novel=novel_views, samples=settings["render_samples"], blender=blender,
+                                    lpips=bool(lpips), device=dev, keep=keep_meshes and out is not None,
+                                    out=out, stats=stats, should_stop=should_stop,
+                                    report=lambda stage, f, info, g=g_index: report(
+                                        stage, overall(g, "render", f), info))
+                save()
+        stats["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
+        for key in seconds:
+            seconds[key] = round(seconds[key], 3)
+        evaluation = save()
+        if out is not None:  # the work folder only matters to a resumed run
+            shutil.rmtree(work, ignore_errors=True)
+        report("done", 1.0, {"items": len(evaluation.per_item)})
+        return evaluation
+    finally:
+        if tmp_holder is not None:
+            tmp_holder.cleanup()
+
+
+def _ordered(entries: dict, loaded: list[LoadedModel], inputs: list[tuple[str, int, str]]) -> list[dict]:
+    """Entries in a stable order: model, then subject / view / level as listed."""
+    out = []
+    for m in loaded:
+        for sid, view, level in inputs:
+            e = entries.get(_item_key(m.name, sid, view, level))
+            if e is not None:
+                out.append(e)
+    return out
+
+
+def _resumable_entries(path: Path, settings: dict, identities: dict[str, str]) -> dict:
+    """Entries of an earlier run into the same folder that this run can keep."""
+    if not path.is_file():
+        return {}
+    previous = load_evaluation(path)
+    for key, value in settings.items():
+        old = previous.settings.get(key)
+        if old != value:
+            raise InputError(f"{path} was made with {key} = {old!r}, this run asks for {value!r}; "
+                             "use another output folder or delete that file to start over")
+    kept = {}
+    for e in previous.per_item:
+        name = e.get("model")
+        if name in identities and previous.models.get(name, {}).get("identity") == identities[name]:
+            kept[_item_key(name, e["subject"], e["view"], e["level"])] = e
+    return kept
+
+
+def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Dataset, subj: _Subject, sid: str,
+                    view: int, level: str, *, resolution: int, k: int, device: torch.device,
+                    geometry_samples: int, work: Path, slugs: dict[str, str], image_metrics: bool,
+                    out: Path | None, keep_meshes: bool, stats: dict, should_stop: StopFn | None
+                    ) -> dict:
+    """Reconstruct one input image once for a geometry group and score every model of ``todo``."""
+    from backend.metrics import geometry_metrics, texture_distance
+    from backend.recon import reconstruct
+    from backend.recon.framing import frame_subject
+
+    seconds = stats["seconds"]
+    rgba = ds.image(sid, view, level)
+    calib = ds.calib(sid, view)
+    leader = todo[0]
+    base = {"subject": sid, "view": int(view), "view_name": f"v{int(view):03d}", "level": level,
+            "yaw": float(ds.record(sid, view)["yaw"]), "pitch": float(ds.record(sid, view)["pitch"]),
+            "geometry_group": leader.geometry, "reconstructed_by": leader.name}
+    t = time.perf_counter()
+    try:
+        rec = reconstruct(leader.model, rgba[..., :3], rgba[..., 3], resolution=resolution, device=device,
+                          should_stop=should_stop)
+    except InputError as exc:  # e.g. a field that never crosses 0.5: no surface
+        seconds["reconstruct"] += time.perf_counter() - t
+        return {_item_key(m.name, sid, view, level): {"model": m.name, **base, "error": str(exc)}
+                for m in todo}
+    seconds["reconstruct"] += time.perf_counter() - t
+    stats["reconstructions"] += 1
+    size = leader.model.config.load_size
+    vertices = reconstruction_to_canonical(rec.vertices, rec.stats, calib)
+    faces = np.ascontiguousarray(rec.faces, dtype=np.int32)
+
+    t = time.perf_counter()
+    geo = geometry_metrics(vertices, faces, subj.mesh.vertices, subj.mesh.faces, samples=geometry_samples,
+                           rng=np.random.default_rng(0), cm_per_unit=subj.cm_per_unit)
+    seconds["geometry"] += time.perf_counter() - t
+    stats["geometry_evaluations"] += 1
+    geometry = {"chamfer": geo.chamfer, "pred_to_gt": geo.pred_to_gt, "gt_to_pred": geo.gt_to_pred,
+                "normal_consistency": geo.normal_consistency, "geometry_samples": geo.samples,
+                "cm_per_unit": geo.cm_per_unit, "source_unit": subj.source_unit,
+                "chamfer_cm": geo.chamfer_cm, "pred_to_gt_cm": geo.pred_to_gt_cm,
+                "gt_to_pred_cm": geo.gt_to_pred_cm}
+
+    framed = None
+    results = {}
+    for m in todo:
+        if m is leader:
+            colors = rec.colors
+        else:
+            if should_stop is not None and should_stop():
+                raise CancelledError("evaluation cancelled")
+            if framed is None:
+                framed = frame_subject(rgba[..., :3], rgba[..., 3], size=size)
+            t = time.perf_counter()
+            colors = color_vertices(m.model, framed, rec.vertices,
+                                    geometry_feature=leader.model.net_g.get_im_feat())
+            seconds["color"] += time.perf_counter() - t
+            stats["color_queries"] += 1
+        t = time.perf_counter()
+        td = texture_distance(vertices, colors, subj.points, k=k, device=device, should_stop=should_stop)
+        seconds["texture"] += time.perf_counter() - t
+        if subj.gt_kind == "surface-samples":  # the point set stood in for the textured GT
+            td = replace(td, gt_kind="surface-samples", gt_positions=subj.points.vertices.astype(np.float32))
+        s = td.summary()
+        entry = {"model": m.name, **base,
+                 "patd": s["patd"]["mean"], "pipatd": s["pipatd"]["mean"],
+                 "patd_median": s["patd"]["median"], "patd_p90": s["patd"]["p90"],
+                 "pipatd_median": s["pipatd"]["median"], "pipatd_p90": s["pipatd"]["p90"],
+                 "k": s["k"], "gt_points": s["gt_points"], "gt_kind": s["gt_kind"],
+                 "vertices": int(len(vertices)), "faces": int(len(faces)), **geometry,
+                 "reconstruction_seconds": rec.stats["seconds"].get("total")}
+        stem = f"{base['view_name']}_{level}"
+        if image_metrics:
+            write_render_mesh(work / slugs[m.name] / sid / f"{stem}.npz", vertices, faces, colors)
+        if keep_meshes and out is not None:
+            from backend.metrics.evaluate import write_per_vertex
+
+            folder = out / slugs[m.name] / sid
+            folder.mkdir(parents=True, exist_ok=True)
+            save_mesh(folder / f"{stem}.ply", vertices, faces, colors)
+            write_per_vertex(folder / f"{stem}.npz", td)
+            entry["mesh"] = str(Path(slugs[m.name]) / sid / f"{stem}.ply")
+            entry["errors"] = str(Path(slugs[m.name]) / sid / f"{stem}.npz")
+        results[_item_key(m.name, sid, view, level)] = entry
+    return results
+
+
+def _render_and_compare(pending: list[tuple[LoadedModel, tuple[str, int, str]]], entries: dict, ds: Dataset,
+                        *, work: Path, slugs: dict[str, str], novel: int,
+                        samples: int, blender: str | None, lpips: bool, device: torch.device, keep: bool,
+                        out: Path | None, stats: dict, report: Callable[..., None],
+                        should_stop: StopFn | None) -> None:
+    """Render every pending reconstruction of a group in one Blender process, then score the images."""
+    from PIL import Image
+
+    jobs, plans = [], []
+    for m, (sid, view, level) in pending:
+        stem = f"v{int(view):03d}_{level}"
+        mesh_path = work / slugs[m.name] / sid / f"{stem}.npz"
+        views_available = [(i, float(ds.record(sid, i)["yaw"]), float(ds.record(sid, i)["pitch"]))
+                           for i in ds.views_of(sid)]
+        chosen = [int(view)] + novel_views(views_available, int(view), novel)
+        render_dir = (out if keep and out is not None else work) / slugs[m.name] / sid
+        specs = []
+        for i in chosen:
+            rec = ds.record(sid, i)
+            specs.append({"index": i, "yaw": float(rec["yaw"]), "pitch": float(rec["pitch"]),
+                          "seed": int(rec["albedo"]["seed"]),
+                          "out": str(render_dir / f"{stem}_render_v{i:03d}.png")})
+        jobs.append({"mesh": str(mesh_path), "views": specs})
+        plans.append((m, (sid, view, level), specs, mesh_path))
+    if not jobs:
+        return
+    job = {"resolution": ds.resolution, "samples": int(samples),
+           "device": "cpu" if device.type == "cpu" else "auto", "meshes": jobs}
+    t = time.perf_counter()
+    report("render", 0.0, {"images": sum(len(j["views"]) for j in jobs)})
+    job_path = work / f"render-{len(list(work.glob('render-*.json')))}.json"
+    final = run_render_job(job, job_path, blender=blender, log=work / "render.log",
+                           progress=lambda done, total, e: report("render", done / max(total, 1),
+                                                                  {"done": done, "images": total}),
+                           should_stop=should_stop)
+    stats["seconds"]["render"] += time.perf_counter() - t
+    stats["render_processes"] += 1
+    stats["renders"] += int(final.get("images", 0))
+    t = time.perf_counter()
+    for m, (sid, view, level), specs, mesh_path in plans:
+        entry = entries[_item_key(m.name, sid, view, level)]
+        pairs = []
+        for spec in specs:
+            with Image.open(spec["out"]) as im:
+                pred = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+            pairs.append((pred, ds.albedo(sid, spec["index"])))
+        try:
+            result = compare_renders(pairs[0], pairs[1:], lpips=lpips, device=device)
+        except InputError as exc:
+            entry["image_error"] = str(exc)
+            continue
+        inp, nov = result["input"], result["novel"]
+        per_view = inp["per_view"] + nov["per_view"]
+        entry.update({
+            "psnr_input": inp["psnr"], "ssim_input": inp["ssim"], "lpips_input": inp["lpips"],
+            "psnr_novel": nov["psnr"], "ssim_novel": nov["ssim"], "lpips_novel": nov["lpips"],
+            "psnr": float(np.mean([r["psnr"] for r in per_view])),
+            "ssim": float(np.mean([r["ssim"] for r in per_view])),
+            "novel_views": [s["index"] for s in specs[1:]],
+            "per_view": [{"view": s["index"], **r} for s, r in zip(specs, per_view, strict=True)],
+            "lpips_reason": None if result["lpips"]["available"] else result["lpips"]["reason"],
+        })
+        if keep:
+            entry["renders"] = [str(Path(s["out"]).relative_to(out)) for s in specs]
+        else:
+            for s in specs:
+                Path(s["out"]).unlink(missing_ok=True)
+        mesh_path.unlink(missing_ok=True)
+    stats["seconds"]["image_metrics"] += time.perf_counter() - t
