@@ -265,3 +265,14 @@ def test_the_loaders_say_which_loader_a_file_needs(tmp_path, net_g_file):
     (tmp_path / "junk").write_bytes(b"not a checkpoint at all")
     with pytest.raises(InputError):
         load_models(net_g=tmp_path / "junk")
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x00", b"abc", b"PK\x03\x04 not a zip", bytes(range(256)) * 3])
+def test_junk_files_give_a_clear_error(tmp_path, junk):
+    from backend.errors import InputError
+    from backend.models.checkpoint import load_checkpoint
+
+    path = tmp_path / "junk.pt"
+    path.write_bytes(junk)
+    with pytest.raises(InputError, match="junk.pt"):
+        load_checkpoint(path)

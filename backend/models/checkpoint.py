@@ -58,8 +58,9 @@ def _torch_load(path: str | Path) -> Any:
                  if "Unsupported" in ln or "WeightsUnpickler" in ln]
         why = lines[0] if lines else "it holds objects other than tensors and plain containers"
         raise InputError(f"{path}: refusing to unpickle it: not a plain tensor checkpoint ({why})") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # noqa: BLE001 - junk bytes make the unpickler fail in many ways
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({first})") from exc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
