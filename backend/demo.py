@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.atomic import write_json, write_with
+from backend.blender import blender_command
 from backend.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,8 +120,8 @@ def _render(avatar: Path, data: Path, cfg: DemoConfig) -> tuple[Path, Path]:
     """One relit yaw-0 view of the avatar (resumable: a finished render is reused)."""
     from backend.data.dataset import Dataset
 
-    cmd = [sys.executable, str(ROOT / "render_scripts" / "render_dataset.py"), "--meshes", str(avatar),
-           "--out", str(data), "--views", "1", "--levels", cfg.level,
+    cmd = blender_command("render_dataset.py", purpose="the demo") + [
+           "--meshes", str(avatar), "--out", str(data), "--views", "1", "--levels", cfg.level,
            "--resolution", str(cfg.render_resolution), "--samples", str(cfg.samples),
            "--test-fraction", "1.0", "--progress", "text"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -163,8 +163,8 @@ def _reconstruct_and_evaluate(image: Path, gt: Path, checkpoint: Path, out: Path
 
 
 def _audit_blend(mesh: Path, errors: Path, out: Path) -> str:
-    cmd = [sys.executable, str(ROOT / "render_scripts" / "audit_blend.py"), str(mesh), str(errors),
-           "--out", str(out), "--name", "reconstruction"]
+    cmd = blender_command("audit_blend.py", purpose="the demo") + [
+           str(mesh), str(errors), "--out", str(out), "--name", "reconstruction"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise InputError(f"writing the .blend failed:\n{(proc.stdout + proc.stderr)[-3000:]}")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.tiny_models import TINY
 
 pytestmark = pytest.mark.blender
 pytest.importorskip("bpy")
@@ -558,8 +559,7 @@ def test_curve_keys_and_the_start_local_backend_button(linux_zip, tmp_path):
     assert result["exit"] is not None and "backend serve --bind tcp://127.0.0.1:" in result["log"]
 
 
-TINY_MODEL = {"load_size": 64, "hg_width": 32, "hourglass_dim": 32, "norm_groups": 8,
-              "mlp_dim": [33, 32, 16, 1], "color_ngf": 8, "color_blocks": 2, "mlp_dim_color": [65, 32, 16, 3]}
+
 
 
 @pytest.mark.slow
@@ -572,7 +572,7 @@ def test_training_shows_live_progress_and_loss_curve_and_stops(linux_zip, tmp_pa
                              "--resolution", "64", "--samples", "2", "--albedo-samples", "1", "--no-denoise",
                              "--test-fraction", "0.5"], capture_output=True, text=True, timeout=600)
     assert render.returncode == 0, render.stderr[-3000:]
-    config = {"data": str(data / "relit"), "model": "small", "model_overrides": TINY_MODEL, "stage": "color",
+    config = {"data": str(data / "relit"), "model": "small", "model_overrides": TINY, "stage": "color",
               "loss": "l1", "batch": 1, "points_color": 200, "patches": 10, "dense_samples": 5000,
               "pool_surface": 2000, "pool_uniform": 500, "workers": 0, "log_every": 1,
               "checkpoint_every": 1000, "val_every": 1000, "progress_bar": False, "seed": 0}

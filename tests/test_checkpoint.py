@@ -24,6 +24,7 @@ from backend.models.checkpoint import (
     read_state_dict,
     save_checkpoint,
 )
+from tests.tiny_models import compact_config
 
 ALIAS = ".downsample.0."
 
@@ -151,12 +152,6 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path):
     assert not marker.exists()
 
 
-def tiny_config() -> ModelConfig:
-    return ModelConfig.small(load_size=128, hg_width=64, hourglass_dim=64, norm_groups=8,
-                             mlp_dim=(65, 96, 64, 32, 16, 1), color_ngf=16, color_blocks=2,
-                             mlp_dim_color=(129, 96, 64, 32, 16, 3), z_size=50.0, upsample="nearest")
-
-
 def training_state(model: PIFu) -> dict:
     """What a training loop would store for exact resume: step, optimizer state, every RNG."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -189,7 +184,7 @@ def assert_same_tree(a, b, where="train_state"):
 
 def test_avatex_checkpoint_round_trips_weights_config_and_training_state(tmp_path):
     torch.manual_seed(0)
-    model = PIFu(tiny_config())
+    model = PIFu(compact_config(upsample="nearest"))
     state = training_state(model)
     path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model, state)
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # atomic: no temporaries left
@@ -209,13 +204,13 @@ def test_small_preset_round_trips_and_geometry_only_models_too(tmp_path):
     loaded = load_models(checkpoint=save_checkpoint(tmp_path / "small.pt", small))
     assert loaded.config == ModelConfig.small()
     assert_loaded(loaded.net_g, small.net_g.state_dict())
-    g_only = PIFu(tiny_config(), with_color=False)
+    g_only = PIFu(compact_config(upsample="nearest"), with_color=False)
     loaded, state = load_checkpoint(save_checkpoint(tmp_path / "g.pt", g_only))
     assert loaded.net_c is None and state == {}
 
 
 def test_training_state_that_would_need_unpickling_is_rejected_by_name(tmp_path):
-    model = PIFu(tiny_config(), with_color=False)
+    model = PIFu(compact_config(upsample="nearest"), with_color=False)
     for bad, where in [({"rng": {"numpy": np.zeros(3)}}, "train_state['rng']['numpy']"),
                        ({"loss": np.float64(0.5)}, "train_state['loss']"),
                        ({"opts": [1, {2: object()}]}, "train_state['opts'][1][2]")]:
@@ -239,7 +234,7 @@ def test_export_official_loads_back_strictly(tmp_path):
     assert_loaded(back.net_g, official.net_g.state_dict())
     assert_loaded(back.net_c, official.net_c.state_dict())
 
-    tiny = PIFu(tiny_config())
+    tiny = PIFu(compact_config(upsample="nearest"))
     paths = export_official(tiny, tmp_path / "tiny")
     back = load_official(paths["net_G"], paths["net_C"], config=tiny.config)
     assert_loaded(back.net_c, tiny.net_c.state_dict())
@@ -251,7 +246,7 @@ def test_export_official_loads_back_strictly(tmp_path):
 def test_the_loaders_say_which_loader_a_file_needs(tmp_path, net_g_file):
     with pytest.raises(InputError, match="official PIFu state_dict"):
         load_checkpoint(net_g_file[0])
-    ckpt = save_checkpoint(tmp_path / "c.pt", PIFu(tiny_config(), with_color=False))
+    ckpt = save_checkpoint(tmp_path / "c.pt", PIFu(compact_config(upsample="nearest"), with_color=False))
     with pytest.raises(InputError, match="avatex checkpoint, not an official"):
         read_state_dict(ckpt)
     with pytest.raises(InputError, match="not found"):

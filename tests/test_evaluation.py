@@ -42,11 +42,10 @@ from backend.recon import reconstruct
 from backend.recon.framing import frame_subject
 from backend.recon.grid import GridSpec, evaluate_dense
 from backend.recon.mesh import extract_surface
+from tests.tiny_models import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"
-TINY_MODEL = {"load_size": 64, "hg_width": 32, "hourglass_dim": 32, "norm_groups": 8,
-              "mlp_dim": [33, 32, 16, 1], "color_ngf": 8, "color_blocks": 2, "mlp_dim_color": [65, 32, 16, 3]}
 RESOLUTION = 32
 GT_SAMPLES = 50_000
 GEOMETRY_SAMPLES = 2_000
@@ -76,7 +75,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """A: a tiny PIFu; B: A with a perturbed colour net (same net_g); C: A with a perturbed net_g."""
     folder = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    model = PIFu(ModelConfig.small(**TINY_MODEL)).eval()
+    model = PIFu(ModelConfig.small(**TINY)).eval()
     paths = {"A": save_checkpoint(folder / "a.pt", model)}
     with torch.no_grad():
         for p in model.net_c.parameters():

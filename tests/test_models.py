@@ -13,6 +13,7 @@ from backend.models import HGPIFuNet, ModelConfig, PIFu, ResBlkPIFuNet
 from backend.models.blocks import ConvBlock, index, orthogonal
 from backend.models.checkpoint import official_layout
 from backend.models.surface_classifier import SurfaceClassifier
+from tests.tiny_models import compact_config
 
 REFERENCE = Path("/work/shared/reference")  # the key lists measured on the official code, where present
 TSV = {"net_G": "pifu_netG_keys.tsv", "net_C_group": "pifu_netC_keys.tsv",
@@ -62,18 +63,12 @@ def test_convblock_bn4_aliases_downsample_and_is_unused_when_widths_match():
         assert torch.equal(same(x), before)  # bn4 is dead weight where in == out
 
 
-def tiny_config(**overrides) -> ModelConfig:
-    """Smaller than ``ModelConfig.small()`` to keep the tests quick; same structure (2 stacks, skip MLPs,
-    GroupNorm colour encoder) and the official depth scale 1.28."""
-    base = dict(load_size=128, hg_width=64, hourglass_dim=64, norm_groups=8, mlp_dim=(65, 96, 64, 32, 16, 1),
-                color_ngf=16, color_blocks=2, mlp_dim_color=(129, 96, 64, 32, 16, 3), z_size=50.0)
-    base.update(overrides)
-    return ModelConfig.small(**base)
+
 
 
 def small_pifu(seed: int = 0, preset: bool = False) -> PIFu:
     torch.manual_seed(seed)
-    return PIFu(ModelConfig.small() if preset else tiny_config())
+    return PIFu(ModelConfig.small() if preset else compact_config())
 
 
 def images_for(model: PIFu, batch: int = 1, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,8 +165,8 @@ def test_frozen_geometry_trains_only_the_colour_net():
 
 def test_upsample_switch_changes_the_hourglass():
     torch.manual_seed(0)
-    bicubic = HGPIFuNet(tiny_config()).eval()
-    nearest = HGPIFuNet(tiny_config(upsample="nearest")).eval()
+    bicubic = HGPIFuNet(compact_config()).eval()
+    nearest = HGPIFuNet(compact_config(upsample="nearest")).eval()
     nearest.load_state_dict(bicubic.state_dict())
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     with torch.no_grad():
@@ -231,7 +226,7 @@ def test_bad_inputs_are_named():
         model.query_occupancy(torch.zeros(1, 100, 3), eval_calib())
     with pytest.raises(InputError, match="calibs"):
         model.query_occupancy(torch.zeros(1, 3, 10), torch.eye(4))
-    geometry_only = PIFu(tiny_config(), with_color=False)
+    geometry_only = PIFu(compact_config(), with_color=False)
     with pytest.raises(NotAvailableError, match="colour net"):
         geometry_only.query_color(torch.zeros(1, 3, 10), eval_calib())
 

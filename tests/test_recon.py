@@ -15,20 +15,15 @@ from backend.canonical import calib_for_view
 from backend.cli import main as cli_main
 from backend.errors import CancelledError, InputError
 from backend.meshio import load_mesh
-from backend.models import ModelConfig, PIFu
+from backend.models import PIFu
 from backend.models.checkpoint import export_official, save_checkpoint
 from backend.recon import Reconstruction, reconstruct
 from backend.recon.analytic import body_image
 from backend.recon.framing import frame_subject
 from backend.recon.mesh import signed_volume
+from tests.tiny_models import compact_config
 
 HALF_THICKNESS = 0.15
-
-
-def tiny_config() -> ModelConfig:
-    return ModelConfig.small(load_size=128, hg_width=64, hourglass_dim=64, norm_groups=8,
-                             mlp_dim=(65, 96, 64, 32, 16, 1), color_ngf=16, color_blocks=2,
-                             mlp_dim_color=(129, 96, 64, 32, 16, 3), z_size=50.0)
 
 
 def silhouette_pifu(image: np.ndarray, seed: int = 0) -> PIFu:
@@ -40,7 +35,7 @@ def silhouette_pifu(image: np.ndarray, seed: int = 0) -> PIFu:
     body-shaped surface produced by the real network code path. The colour net keeps random weights.
     """
     torch.manual_seed(seed)
-    model = PIFu(tiny_config()).eval()
+    model = PIFu(compact_config()).eval()
     framed = frame_subject(image, size=model.config.load_size)
     img, mask = (torch.from_numpy(a) for a in framed.network_input())
     with torch.no_grad():

@@ -17,9 +17,8 @@ from backend.models.checkpoint import load_checkpoint
 from blender_addon.client import Client
 from tests.conftest import FIXTURES, ROOT
 from tests.test_server_support import spawn_avatex_serve
+from tests.tiny_models import TINY
 
-TINY = {"load_size": 64, "hg_width": 32, "hourglass_dim": 32, "norm_groups": 8, "mlp_dim": [33, 32, 16, 1],
-        "color_ngf": 8, "color_blocks": 2, "mlp_dim_color": [65, 32, 16, 3]}
 STEPS, EVERY = 80, 10
 
 

@@ -16,11 +16,11 @@ import torch
 from backend.cli.table import default_names
 from backend.models import ModelConfig, PIFu
 from backend.models.checkpoint import save_checkpoint
+from tests.tiny_models import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"
-TINY_MODEL = {"load_size": 64, "hg_width": 32, "hourglass_dim": 32, "norm_groups": 8,
-              "mlp_dim": [33, 32, 16, 1], "color_ngf": 8, "color_blocks": 2, "mlp_dim_color": [65, 32, 16, 3]}
+
 
 
 def avatex(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def setup(tmp_path_factory) -> dict:
                     "--samples", "2", "--albedo-samples", "1", "--no-denoise", "--test-fraction", "1")
     assert render.returncode == 0, render.stderr[-3000:]
     torch.manual_seed(1)
-    model = PIFu(ModelConfig.small(**TINY_MODEL)).eval()
+    model = PIFu(ModelConfig.small(**TINY)).eval()
     run = work / "baseline" / "checkpoints"
     run.mkdir(parents=True)
     save_checkpoint(run / "step-00000005.pt", model)

@@ -23,13 +23,12 @@ from backend.errors import CancelledError
 from backend.models.checkpoint import load_checkpoint
 from backend.train import run_training
 from backend.train.loop import latest_checkpoint
+from tests.tiny_models import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"
 
 # A very small pair (64 px input) so that a step costs a fraction of a second on 2 cores.
-TINY = {"load_size": 64, "hg_width": 32, "hourglass_dim": 32, "norm_groups": 8, "mlp_dim": [33, 32, 16, 1],
-        "color_ngf": 8, "color_blocks": 2, "mlp_dim_color": [65, 32, 16, 3]}
 STEPS = 30
 KILL_AT = 15
 TORCHRUN = Path(sys.executable).parent / "torchrun"

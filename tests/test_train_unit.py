@@ -8,18 +8,11 @@ import pytest
 import torch
 
 from backend.errors import InputError
-from backend.models import ModelConfig, PIFu
+from backend.models import PIFu
 from backend.train.config import TrainConfig
 from backend.train.data import StepSampler, image_tensors
 from backend.train.loop import Objective, configure_trainable, lr_at, make_optimizers, resolve_config
-
-
-def tiny_config(**overrides) -> ModelConfig:
-    """A very small PIFu pair for fast CPU tests (64 px input)."""
-    base = dict(load_size=64, hg_width=32, hourglass_dim=32, norm_groups=8, mlp_dim=(33, 32, 16, 1),
-                color_ngf=8, color_blocks=2, mlp_dim_color=(65, 32, 16, 3))
-    base.update(overrides)
-    return ModelConfig.small(**base)
+from tests.tiny_models import tiny_config
 
 
 def _batch(b: int = 2, m: int = 6, k: int = 3, n: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:

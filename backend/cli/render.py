@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.blender import blender_command
 from blender_addon.render.options import add_arguments, to_argv
 
 HELP = "render a relit dataset (45 views x lighting levels) with Blender"
@@ -36,22 +37,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="parallel Blender processes on this machine (default 1)")
     parser.add_argument("--blender", metavar="PATH",
                         help="a Blender executable to render with (default: this Python's bpy module)")
-
-
-def blender_command(blender: str | None) -> list[str]:
-    """How to start one worker, up to (not including) the renderer's arguments."""
-    from backend.errors import InputError
-
-    if blender:
-        if not (Path(blender).is_file() and os.access(blender, os.X_OK)):
-            raise InputError(f"--blender {blender}: not an executable file")
-        return [blender, "-b", "--factory-startup", "--python-exit-code", "3", "-P", str(SCRIPT), "--"]
-    import importlib.util
-
-    if importlib.util.find_spec("bpy") is None:
-        raise InputError("this Python has no bpy module; install the bpy wheel "
-                         "(pip install 'avatex[blender]') or pass --blender /path/to/blender")
-    return [sys.executable, str(SCRIPT)]
 
 
 @dataclass
@@ -111,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     mesh_list.write_text("".join(f"{f}\n" for f in files), encoding="utf-8")
     if args.threads == 0 and args.workers > 1:
         args.threads = max(1, (os.cpu_count() or 1) // args.workers)
-    base = blender_command(args.blender) + ["--meshes-file", str(mesh_list), "--out", str(out),
+    base = blender_command(SCRIPT, args.blender) + ["--meshes-file", str(mesh_list), "--out", str(out),
                                             "--progress", "jsonl", *to_argv(args)]
     workers = [Worker(j, base + ["--worker", f"{j}/{args.workers}"],
                       logs / f"render-shard{shard_tag}-worker{j}of{args.workers}.log")

@@ -8,11 +8,8 @@ rounding).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from backend.atomic import write_json, write_with
-from backend.errors import AvatexError, CancelledError, InputError, NotAvailableError
+from backend.blender import blender_command
+from backend.errors import AvatexError, CancelledError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "render_scripts" / "render_views.py"
@@ -42,18 +40,6 @@ def write_render_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
     return Path(path)
 
 
-def blender_command(blender: str | None = None) -> list[str]:
-    """How to start the renderer: ``BLENDER -b -P script --`` or this Python with the bpy wheel."""
-    if blender:
-        if not (Path(blender).is_file() and os.access(blender, os.X_OK)):
-            raise InputError(f"Blender executable {blender}: not an executable file")
-        return [blender, "-b", "--factory-startup", "--python-exit-code", "3", "-P", str(SCRIPT), "--"]
-    if importlib.util.find_spec("bpy") is None:
-        raise NotAvailableError("image metrics need Blender: this Python has no bpy module (install the bpy "
-                                "wheel, pass a Blender executable, or turn image metrics off)")
-    return [sys.executable, str(SCRIPT)]
-
-
 def run_render_job(job: dict[str, Any], job_path: str | Path, *, blender: str | None = None,
                    log: str | Path | None = None,
                    progress: Callable[[int, int, dict], None] | None = None,
@@ -64,7 +50,8 @@ def run_render_job(job: dict[str, Any], job_path: str | Path, *, blender: str | 
     renderer, so a re-run after a kill only renders what is missing.
     """
     write_json(job_path, job)
-    cmd = blender_command(blender) + ["--job", str(job_path), "--progress", "jsonl"]
+    cmd = blender_command(SCRIPT, blender, purpose="image metrics")
+    cmd += ["--job", str(job_path), "--progress", "jsonl"]
     if log is not None:
         cmd += ["--log", str(log)]
     err_path = Path(job_path).with_suffix(".stderr.log")
