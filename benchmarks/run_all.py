@@ -32,16 +32,17 @@ QUICK_ARGS = {
 
 
 def last_json_object(text: str) -> dict:
-    """The last top-level JSON object printed (benchmarks may log lines before it)."""
+    """The last top-level JSON object printed (benchmarks may log lines before it); objects nested in
+    it are skipped, not returned."""
     decoder = json.JSONDecoder()
-    found = None
-    for i, ch in enumerate(text):
-        if ch == "{":
-            try:
-                obj, _ = decoder.raw_decode(text[i:])
-            except json.JSONDecodeError:
-                continue
-            found = obj
+    found, i = None, 0
+    while (start := text.find("{", i)) >= 0:
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            i = start + 1
+            continue
+        found, i = obj, end
     if found is None:
         raise ValueError("no JSON object in the benchmark's output")
     return found
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         entry: dict = {"seconds": round(time.perf_counter() - t, 1), "load_before": round(load, 2),
                        "args": cmd[2:]}
+        log = args.out.parent / "logs" / f"{area}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(proc.stdout + proc.stderr)
+        entry["log"] = str(log.relative_to(args.out.parent))
         if proc.returncode != 0:
             entry["error"] = (proc.stdout + proc.stderr)[-2000:]
         else:
