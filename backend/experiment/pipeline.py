@@ -34,15 +34,14 @@ from backend.atomic import write_json
 from backend.errors import CancelledError, InputError
 from backend.experiment import stages
 from backend.experiment.budgets import BASELINE_LEVEL, Budget, get_budget
+from backend.experiment.report import LABELS as MODEL_LABELS
+from backend.experiment.report import MODELS
 
 Progress = Callable[[str, float, dict], None]
 StopFn = Callable[[], bool]
 
 FORMAT = "avatex-experiment"
 FORMAT_VERSION = 1
-MODELS = ("baseline", "l1", "ssim")
-MODEL_LABELS = {"baseline": "Baseline (clear, L1)", "l1": "Fine-tuned (L1)",
-                "ssim": "Fine-tuned (patch-SSIM)"}
 TRAININGS = ("geometry", "baseline", "l1", "ssim")
 STAGE_TITLES = {
     "synth": "synthesising sample avatars",
