@@ -222,11 +222,4 @@ def draw_legend(layout, context) -> None:
 CLASSES = (AVATEX_PT_train, AVATEX_PT_reconstruct, AVATEX_PT_audit)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -199,10 +199,8 @@ def test_failed_handler_is_an_error_reply_and_the_server_keeps_serving(tmp_path)
 
 
 def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpoint(tmp_path):
-    """The server-side mechanism (job records + resume) with the checkpointing ``count`` job.
-
-    The same test against the real training entry point belongs with issue 5's run_training.
-    """
+    """The server-side mechanism (job records + resume) with the checkpointing ``count`` job; the same
+    against a real training job is tests/test_server_training.py."""
     state, root = tmp_path / "state", tmp_path / "root"
     root.mkdir()
     args = ("--state", str(state), "--root", str(root))

@@ -211,39 +211,42 @@ def file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` across processes (fcntl on POSIX, msvcrt on Windows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        def lock() -> None:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+        def unlock() -> None:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+        busy: type[OSError] = OSError  # msvcrt reports a held lock as a plain OSError
+    else:
+        import fcntl
+
+        def lock() -> None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+        def unlock() -> None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+        busy = BlockingIOError
     deadline = time.monotonic() + timeout
     try:
-        if os.name == "nt":  # pragma: no cover - exercised on Windows only
-            import msvcrt
-
-            while True:
-                try:
-                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise LayoutError(f"timed out waiting for the lock {path}") from None
-                    time.sleep(0.05)
+        while True:
             try:
-                yield
-            finally:
-                os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LayoutError(f"timed out waiting for the lock {path}") from None
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                lock()
+                break
+            except busy:
+                if time.monotonic() > deadline:
+                    raise LayoutError(f"timed out waiting for the lock {path}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            unlock()
     finally:
         os.close(fd)
 
