@@ -109,7 +109,7 @@ def test_query_matches_the_official_formula():
     pts = torch.rand(1, 3, 300) * 2 - 1
     calib = eval_calib()
     with torch.no_grad():
-        model.encode(img, mask)
+        model.encode(img, mask, channels_last=False)  # the reference below runs NCHW
         occ = model.query_occupancy(pts, calib)
         feat = model.net_g.image_filter(img * mask)[0][-1]
         xyz = orthogonal(pts, calib)
@@ -123,6 +123,26 @@ def test_query_matches_the_official_formula():
         assert torch.allclose(model.query_color(pts, calib), ref_c)
     assert model.config.depth_scale == pytest.approx(1.28)
     assert ModelConfig.official().depth_scale == pytest.approx(1.28)
+
+
+def test_channels_last_encode_gives_the_same_features():
+    """Inference on the CPU encodes NHWC by default (faster oneDNN convolutions); the values match NCHW."""
+    model = small_pifu().eval()
+    img, mask = images_for(model)
+    pts = torch.rand(1, 3, 300) * 2 - 1
+    out = {}
+    with torch.no_grad():
+        for layout in (False, True, None):
+            model.encode(img, mask, channels_last=layout)
+            feat = model.net_g.get_im_feat()
+            out[layout] = (feat.is_contiguous(memory_format=torch.channels_last),
+                           model.query_occupancy(pts, eval_calib()), model.query_color(pts, eval_calib()))
+    assert [out[k][0] for k in (False, True, None)] == [False, True, True]
+    for k in (True, None):
+        assert torch.allclose(out[k][1], out[False][1], atol=1e-5)
+        assert torch.allclose(out[k][2], out[False][2], atol=1e-5)
+    model.encode(img, mask)  # with autograd on (training), NCHW
+    assert not model.net_g.get_im_feat().is_contiguous(memory_format=torch.channels_last)
 
 
 def test_train_mode_keeps_every_stack_and_eval_only_the_last():

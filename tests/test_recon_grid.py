@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
+from backend import canonical
+from backend.demo import DEFAULT_CHECKPOINT
 from backend.errors import CancelledError, InputError
-from backend.recon.analytic import body_occupancy
+from backend.models.checkpoint import load_checkpoint
+from backend.recon.analytic import body_image, body_occupancy
+from backend.recon.framing import frame_subject
 from backend.recon.grid import (
     GridSpec,
     evaluate_coarse_to_fine,
@@ -48,6 +53,74 @@ def test_coarse_to_fine_agrees_with_dense_at_a_fraction_of_the_points(body):
     # evaluated values are the field's own values, not interpolations
     idx = np.argwhere(fine.evaluated)[::997]
     assert np.allclose(fine.volume[tuple(idx.T)], fn(spec.to_coords(idx).astype(np.float32)))
+
+
+def straddling_edge_ends(volume: np.ndarray) -> np.ndarray:
+    inside = volume >= 0.5
+    ends = np.zeros_like(inside)
+    for axis in range(3):
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[axis], b[axis] = slice(0, -1), slice(1, None)
+        change = inside[tuple(a)] != inside[tuple(b)]
+        ends[tuple(a)] |= change
+        ends[tuple(b)] |= change
+    return ends
+
+
+def test_surface_tracking_evaluates_both_ends_of_every_crossing_edge(body):
+    """The closure's promise: marching cubes never places a vertex on an interpolated value."""
+    fn, spec, _ = body
+    fine = evaluate_coarse_to_fine(fn, spec, batch_size=1 << 16)
+    ends = straddling_edge_ends(fine.volume)
+    assert ends.sum() > 10000
+    assert fine.evaluated[ends].all()
+    assert [lv["step"] for lv in fine.levels] == [4, 2, 1]
+    assert all(lv["rounds"] >= 1 and lv["points"] >= lv["seeds"] for lv in fine.levels[1:])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_coarse_to_fine_follows_a_body_moved_turned_and_scaled_against_the_lattice(seed):
+    """Thin parts land anywhere between lattice points: the tracked grid still matches the dense one."""
+    rng = np.random.default_rng(seed)
+    offset, scale, angle = rng.uniform(-0.04, 0.04, 3), rng.uniform(0.8, 1.05), rng.uniform(-0.3, 0.3)
+    c, s = np.cos(angle), np.sin(angle)
+    turn = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    fn = lambda p: body_occupancy(((p - offset) @ turn) / scale, sharpness=200.0 * scale)  # noqa: E731
+    spec = GridSpec(R)
+    dense = evaluate_dense(fn, spec, batch_size=1 << 18)
+    fine = evaluate_coarse_to_fine(fn, spec, batch_size=1 << 16)
+    wrong = int(((fine.volume >= 0.5) != (dense.volume >= 0.5)).sum())
+    assert wrong <= 4  # of 2.1M lattice points; 0 on most bodies
+    v_fine, _ = extract_surface(fine.volume, spec)
+    v_dense, _ = extract_surface(dense.volume, spec)
+    assert chamfer(v_fine, v_dense) <= 0.01 * 2.0 / R
+    assert fine.points_evaluated < 0.032 * dense.points_evaluated  # the dilation-based schedule: 0.030-0.038
+
+
+def test_coarse_to_fine_matches_dense_on_the_shipped_trained_checkpoint():
+    """A real PIFu field (the demo's trained checkpoint) rather than an analytic one. On this input the
+    net also makes a faint one-voxel floater (36 lattice points just above 0.5, away from the body):
+    the default last-level margin misses it, within the acceptance bounds; margin 0.2 finds it."""
+    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    framed = frame_subject(body_image(512), size=model.config.load_size)
+    calib = torch.from_numpy(canonical.calib_for_view(0.0)).float()[None]
+    with torch.inference_mode():
+        model.eval().encode(*(torch.from_numpy(a) for a in framed.network_input()))
+        fn = lambda p: model.query_occupancy(torch.from_numpy(p).t()[None], calib, fast=True)[0, 0].numpy()  # noqa: E731
+        spec = GridSpec(R)
+        dense = evaluate_dense(fn, spec, batch_size=1 << 15)
+        fine = evaluate_coarse_to_fine(fn, spec, batch_size=1024)
+        careful = evaluate_coarse_to_fine(fn, spec, batch_size=1024, margin=0.2)
+    inside = dense.volume >= 0.5
+    v_dense, _ = extract_surface(dense.volume, spec)
+    assert len(v_dense) > 5000
+    wrong = int(((fine.volume >= 0.5) != inside).sum())
+    assert wrong <= 40  # the floater only: 36 points
+    assert chamfer(extract_surface(fine.volume, spec)[0], v_dense) < 0.1 * 2.0 / R
+    assert np.array_equal(careful.volume >= 0.5, inside)
+    assert chamfer(extract_surface(careful.volume, spec)[0], v_dense) < 1e-6
+    assert fine.points_evaluated < careful.points_evaluated < 0.05 * dense.points_evaluated
 
 
 def test_official_schedule_matches_dense_and_costs_more(body):

@@ -61,10 +61,15 @@ class PIFu(nn.Module):
             self.net_g.eval()
         return self
 
-    def encode(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> None:
+    def encode(self, images: torch.Tensor, masks: torch.Tensor | None = None, *,
+               channels_last: bool | None = None) -> None:
         """Run the image filters on ``images * masks`` (pass ``masks=None`` for already-masked input).
 
-        The features stay on the nets until the next ``encode``; queries read them.
+        The features stay on the nets until the next ``encode``; queries read them. ``channels_last``
+        feeds the filters NHWC images (None = for inference on the CPU): oneDNN's convolutions then
+        run in that layout throughout, a few percent faster for the full-size filters (2-6% measured on
+        a 2-core CPU), same values up to float rounding. Training and CUDA keep NCHW, where the gain was
+        not measured.
         """
         size = self.config.load_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (size, size):
@@ -73,6 +78,10 @@ class PIFu(nn.Module):
             if masks.shape != (images.shape[0], 1, size, size):
                 raise InputError(f"masks must be [B, 1, {size}, {size}], got {list(masks.shape)}")
             images = images * masks
+        if channels_last is None:
+            channels_last = images.device.type == "cpu" and not torch.is_grad_enabled()
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         grad_off = torch.no_grad() if self.geometry_frozen else contextlib.nullcontext()
         with grad_off:
             self.net_g.filter(images)
