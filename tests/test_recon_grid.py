@@ -123,6 +123,29 @@ def test_coarse_to_fine_matches_dense_on_the_shipped_trained_checkpoint():
     assert fine.points_evaluated < careful.points_evaluated < 0.05 * dense.points_evaluated
 
 
+def test_the_closure_follows_a_long_thin_snake_the_coarse_lattice_never_sees():
+    """A one-voxel-thick path of ~2,000 voxels at odd x, attached to a block: the closure walks it one
+    voxel per round (2,000+ rounds), to the end, and progress stays ordered."""
+    r = 64
+    spec = GridSpec(r)
+    occ = np.zeros((r + 1,) * 3, np.float32)
+    occ[:33, :5, :5] = 1.0
+    for k, z in enumerate(range(1, r, 2)):  # boustrophedon in the plane x = 33
+        occ[33, 1:r, z] = 1.0
+        if z + 2 < r:
+            occ[33, r - 1 if k % 2 == 0 else 1, z + 1] = 1.0
+
+    def fn(p: np.ndarray) -> np.ndarray:
+        i = np.rint((p - np.asarray(spec.b_min)) / spec.spacing).astype(np.int64)
+        return occ[i[:, 0], i[:, 1], i[:, 2]]
+
+    seen = []
+    grid = evaluate_coarse_to_fine(fn, spec, progress=lambda stage, f, info: seen.append(f))
+    assert grid.levels[-1]["rounds"] > 1024
+    assert np.array_equal(grid.volume >= 0.5, occ >= 0.5)
+    assert seen == sorted(seen) and 0 < seen[-1] <= 1
+
+
 def test_official_schedule_matches_dense_and_costs_more(body):
     fn, spec, dense = body
     official = evaluate_octree_official(fn, spec)

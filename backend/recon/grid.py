@@ -258,7 +258,7 @@ def _track_surface(ev: _Evaluator, vol: np.ndarray, known: np.ndarray, todo: np.
     while len(todo):
         coords = np.stack(np.unravel_index(todo, vol.shape), 1)
         interpolated = flat_vol[todo]
-        span = (hi - lo) / 2 ** (rounds + 1)
+        span = (hi - lo) * 0.5 ** (rounds + 1)  # a long closure (1,000+ rounds) underflows to 0
         values = ev(coords * step, hi - 2 * span, hi - span)
         flat_vol[todo] = values
         flat_known[todo] = True
