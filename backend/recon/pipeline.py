@@ -1,10 +1,11 @@
 """Single-image reconstruction: frame -> encode -> occupancy grid -> marching cubes -> vertex colours.
 
-Speed (reference/pifu.md §7 has the official code's CPU timings) comes from exact changes: the
-surface-tracking coarse-to-fine grid of :mod:`backend.recon.grid` (about 6x fewer network queries than
-the official octree at the same mesh), the pre-projected MLP of :mod:`backend.models.surface_classifier`
-(about 40% fewer multiply-adds per point, image features sampled once per pixel column), cache-sized
-query chunks, NHWC image encoding on the CPU, and ``inference_mode``.
+Speed (reference/pifu.md §7 has the official code's CPU timings) comes from changes that leave the
+network's maths alone: the surface-tracking coarse-to-fine grid of :mod:`backend.recon.grid` (about 6x
+fewer network queries than the official octree; at R = 256, the dense mesh on every field tested),
+the pre-projected MLP of :mod:`backend.models.surface_classifier` (about 40% fewer multiply-adds per
+point, image features sampled once per pixel column), cache-sized query chunks, NHWC image encoding on
+the CPU, and ``inference_mode``.
 None of the official code's bugs are kept: every vertex is coloured (including the last, and meshes
 under 10k vertices), and marching cubes uses skimage's current API.
 """
