@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.atomic import write_json, write_with
+from avatex_core.atomic import write_json, write_with
 from backend.blender import blender_command
 from backend.errors import InputError
 
@@ -139,9 +139,9 @@ def _render(avatar: Path, data: Path, cfg: DemoConfig) -> tuple[Path, Path]:
 
 def _reconstruct_and_evaluate(image: Path, gt: Path, checkpoint: Path, out: Path, cfg: DemoConfig
                               ) -> tuple[dict, dict]:
+    from avatex_core.client import Client
     from backend.evaluation.framing import reconstruction_to_canonical
     from backend.server.launch import LocalServer
-    from blender_addon.client import Client
 
     state = out / ".server"
     with LocalServer(roots=[out, checkpoint.parent], state=state, log=out / "server.log") as server, \

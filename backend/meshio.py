@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.atomic import atomic_path
+from avatex_core.atomic import atomic_path
 from backend.errors import InputError
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".off", ".stl")

@@ -31,9 +31,9 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend import protocol  # noqa: E402
+from avatex_core import protocol  # noqa: E402
+from avatex_core.client import Client  # noqa: E402
 from backend.server import Server, ServerConfig  # noqa: E402
-from blender_addon.client import Client  # noqa: E402
 
 RAW_ECHO_SERVER = r"""
 import sys, zmq

@@ -41,7 +41,7 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend import canonical  # noqa: E402
+from avatex_core import canonical  # noqa: E402
 from backend.models import ModelConfig, PIFu  # noqa: E402
 from backend.recon.analytic import body_image, body_occupancy  # noqa: E402
 from backend.recon.framing import frame_subject  # noqa: E402

@@ -84,8 +84,8 @@ def run_avatex(mesh: Path, settings, out: Path) -> dict:
 def run_naive(mesh: Path, settings, out: Path) -> dict:
     import bpy
 
+    from avatex_core.lighting import image_seed, sample_light
     from blender_addon.render import materials
-    from blender_addon.render.lighting import image_seed, sample_light
     from blender_addon.render.scene import SceneRig, bundled_environments, bundled_hdri_dir
     from blender_addon.render.subjects import load_subject, reset_scene
 
@@ -131,8 +131,8 @@ def main() -> None:
                    help="also time avatex without the render region and without the BVH instance anchor")
     args = p.parse_args()
 
+    from avatex_core.render_settings import RenderSettings
     from blender_addon.render import loop
-    from blender_addon.render.settings import RenderSettings
 
     tmp_root = tempfile.TemporaryDirectory(prefix="bench_render_")
     if args.subject == "scan":

@@ -20,7 +20,9 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import heatmap, materials
+from avatex_core import heatmap
+
+from . import materials
 from .mesh_import import (
     COLOR_ATTRIBUTE,
     read_point_floats,

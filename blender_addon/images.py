@@ -12,7 +12,7 @@ import os
 import bpy
 import numpy as np
 
-from .color import linear_to_srgb
+from avatex_core.color import linear_to_srgb
 
 
 class ImageError(ValueError):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 import bpy
 import numpy as np
 
-from .color import linear_to_srgb, rgba, srgb_to_linear
+from avatex_core.color import linear_to_srgb, rgba, srgb_to_linear
 
 COLOR_ATTRIBUTE = "Col"
 """Name of the colour attribute a reconstruction gets (the name Blender's PLY importer uses)."""

@@ -12,7 +12,9 @@ import time
 
 import bpy
 
-from . import audit, heatmap, tasks
+from avatex_core import heatmap
+
+from . import audit, tasks
 from .preferences import draw_status
 
 CATEGORY = "avatex"

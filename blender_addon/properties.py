@@ -16,7 +16,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import heatmap
+from avatex_core import heatmap
 
 
 def _is_mesh(self, obj) -> bool:

@@ -27,11 +27,12 @@ from typing import Any
 import bpy
 import numpy as np
 
+from avatex_core import canonical, protocol
+
 from . import audit, loss_plot, materials
 from .local_backend import LocalBackend
 from .mesh_import import COLOR_ATTRIBUTE, StagedImport
 from .preferences import Settings, settings
-from .shared import canonical, protocol
 
 LOSS_IMAGE = "avatex loss"
 IDLE_INTERVAL_S = 0.5
@@ -313,7 +314,7 @@ class Runtime:
     # -- connection ---------------------------------------------------------------------------------
     def connect(self, prefs: Settings | None = None, *, force: bool = False):
         """The client for the configured address (created on first use or when settings changed)."""
-        from .client import Client, CurveKeys
+        from avatex_core.client import Client, CurveKeys
 
         prefs = prefs or settings()
         key = (prefs.address, prefs.server_key, prefs.client_key, prefs.timeout_s)

@@ -11,7 +11,7 @@ MESH is a PLY/OBJ with vertex colours (or a texture), ERRORS.npz holds float arr
   what the add-on's Audit panel produces;
 * ``NAME_colors.png`` - the mesh in its own colours;
 * ``NAME_heatmap.png`` - the same view coloured by the error on the fixed ΔE00 scale
-  (docs/addon.md, blender_addon/heatmap.py).
+  (docs/addon.md, avatex_core/heatmap.py).
 
 The mesh is taken to be in avatex's canonical space (y up, facing +z) unless ``--up z``; the camera
 is orthographic, looking at the front. Workbench (default) renders in about a second and shows the
@@ -36,8 +36,12 @@ if str(ROOT) not in sys.path:  # `blender -b -P` and plain `python render_script
 import bpy  # noqa: E402
 from mathutils import Matrix  # noqa: E402
 
-from blender_addon import audit, heatmap, materials, mesh_import  # noqa: E402
-from blender_addon.shared import atomic, canonical  # noqa: E402
+from avatex_core import (  # noqa: E402
+    atomic,
+    canonical,
+    heatmap,  # noqa: E402
+)
+from blender_addon import audit, materials, mesh_import  # noqa: E402
 
 
 def load_errors(path: str | os.PathLike, vertex_count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,9 +11,11 @@ What it does, in order:
    wheel file names in the manifest are the single source of truth: the pip arguments are read off
    them, and a download that yields any other file is an error. With the cache filled the build runs
    offline.
-3. Stages the add-on in a temporary folder: the ``blender_addon`` sources, byte-identical copies of
-   ``backend/{canonical,protocol,atomic}.py`` in ``_vendor/`` (so the installed extension needs nothing
-   outside its zip), and the wheels in ``wheels/``.
+3. Builds the shared package ``avatex_core`` (pure Python, used by both the backend and the add-on) as
+   a ``py3-none-any`` wheel, and stages the add-on in a temporary folder: the ``blender_addon`` sources
+   and every wheel in ``wheels/``. Blender installs bundled wheels when it installs the extension, so
+   the add-on imports ``avatex_core`` exactly as a source checkout does, and needs nothing outside its
+   zip.
 4. Runs Blender's own extension builder from the ``bpy`` wheel (``bl_pkg/cli/blender_ext.py validate``
    and ``build --split-platforms``), then rewrites each zip with sorted entries, fixed timestamps and
    fixed permissions, so that the same sources always give byte-identical zips, and validates them.
@@ -24,6 +26,7 @@ Idempotent: a second run replaces the zips with identical ones.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import importlib.util
 import json
@@ -40,12 +43,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "blender_addon"
 MANIFEST = ADDON / "blender_manifest.toml"
-VENDORED = ("canonical.py", "protocol.py", "atomic.py")
-STAGE_EXCLUDE = {"__pycache__", "_vendor", "wheels"}
+CORE = ROOT / "avatex_core"
+CORE_WHEEL_PREFIX = "avatex_core-"
+STAGE_EXCLUDE = {"__pycache__", "wheels"}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _WHEEL_RE = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$")
-_VENDOR_INIT = ('"""Verbatim copies of backend modules, written by scripts/build_addon.py. Do not edit."""\n')
 
 
 class BuildError(Exception):
@@ -123,19 +126,51 @@ def ensure_wheels(wheels: list[str], cache: Path, offline: bool) -> list[Path]:
     return paths
 
 
+def build_core_wheel(wheel_name: str, dest: Path) -> Path:
+    """Write ``avatex_core`` as the pure wheel ``wheel_name`` (PEP 427) with fixed bytes.
+
+    Written with ``zipfile`` rather than a build backend so that the same sources always give the same
+    bytes (sorted entries, fixed dates) and the build needs no toolchain beyond this Python.
+    """
+    m = _WHEEL_RE.match(wheel_name)
+    if m is None or m["name"] != "avatex_core" or (m["py"], m["abi"], m["plat"]) != ("py3", "none", "any"):
+        raise BuildError(f"{wheel_name}: list the shared package as avatex_core-VERSION-py3-none-any.whl")
+    version = m["version"]
+    init = (CORE / "__init__.py").read_text()
+    declared = re.search(r'^__version__ = "([^"]+)"', init, re.MULTILINE)
+    if declared is None or declared[1] != version:
+        raise BuildError(f"avatex_core/__init__.py declares version {declared and declared[1]}, the manifest "
+                         f"lists {wheel_name}; make them equal")
+    files: dict[str, bytes] = {}
+    for source in sorted(CORE.rglob("*.py")):
+        text = source.read_text()
+        if re.search(r"^\s*(from|import)\s+(backend|blender_addon|torch|bpy)\b", text, re.MULTILINE):
+            raise BuildError(f"{source.relative_to(ROOT)} imports backend, blender_addon, torch or bpy; "
+                             "avatex_core must stay pure (standard library, numpy, pyzmq)")
+        files[source.relative_to(ROOT).as_posix()] = source.read_bytes()
+    info = f"avatex_core-{version}.dist-info"
+    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: avatex_core\nVersion: {version}\n"
+                                 "Summary: avatex's shared core (canonical space, protocol, dataset layout)\n"
+                                 "License: Apache-2.0\nRequires-Python: >=3.11\n").encode()
+    files[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: avatex build_addon\nRoot-Is-Purelib: true\n"
+                              b"Tag: py3-none-any\n")
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    files[f"{info}/RECORD"] = ("\n".join(record) + f"\n{info}/RECORD,,\n").encode()
+    path = dest / wheel_name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            entry = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            entry.external_attr = 0o100644 << 16
+            zf.writestr(entry, data, compresslevel=9)
+    return path
+
+
 def stage(stage_dir: Path, wheels: list[Path]) -> None:
     shutil.copytree(ADDON, stage_dir, ignore=lambda d, names: [
         n for n in names if n in STAGE_EXCLUDE or n.endswith((".pyc", ".zip"))])
-    vendor = stage_dir / "_vendor"
-    vendor.mkdir()
-    (vendor / "__init__.py").write_text(_VENDOR_INIT)
-    for name in VENDORED:
-        source = ROOT / "backend" / name
-        text = source.read_text()
-        if re.search(r"^\s*(from|import)\s+(backend|torch|bpy)\b", text, re.MULTILINE):
-            raise BuildError(f"backend/{name} imports backend, torch or bpy; vendored modules must be pure "
-                             "(standard library + numpy) to work inside Blender")
-        shutil.copyfile(source, vendor / name)
     (stage_dir / "wheels").mkdir()
     for wheel in wheels:
         shutil.copyfile(wheel, stage_dir / "wheels" / wheel.name)
@@ -173,7 +208,12 @@ def normalize_zip(source: Path, dest: Path) -> None:
 
 def build(out_dir: Path, cache: Path, offline: bool = False) -> list[Path]:
     manifest = read_manifest()
-    wheels = [w.removeprefix("./wheels/") for w in manifest.get("wheels", [])]
+    listed = [w.removeprefix("./wheels/") for w in manifest.get("wheels", [])]
+    core = [w for w in listed if w.startswith(CORE_WHEEL_PREFIX)]
+    wheels = [w for w in listed if not w.startswith(CORE_WHEEL_PREFIX)]
+    if len(core) != 1:
+        raise BuildError(f"{MANIFEST.relative_to(ROOT)} must list exactly one avatex_core wheel, "
+                         f"lists {core}")
     check_wheel_versions(wheels)
     wheel_paths = ensure_wheels(wheels, cache, offline)
     tool = blender_ext_tool()
@@ -182,6 +222,7 @@ def build(out_dir: Path, cache: Path, offline: bool = False) -> list[Path]:
     # A private staging folder: concurrent builds (CI, tests, a developer) never share one.
     with tempfile.TemporaryDirectory(prefix="avatex-addon-") as tmp:
         work = Path(tmp)
+        wheel_paths.append(build_core_wheel(core[0], work))
         stage_dir = work / manifest["id"]
         stage(stage_dir, wheel_paths)
         run_tool(tool, "validate", str(stage_dir))

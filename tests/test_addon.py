@@ -16,10 +16,10 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon import audit, heatmap, images, materials, operators, tasks  # noqa: E402
+from avatex_core import heatmap, protocol  # noqa: E402
+from blender_addon import audit, images, materials, operators, tasks  # noqa: E402
 from blender_addon import mesh_import as mi  # noqa: E402
 from blender_addon.local_backend import LaunchError, LocalBackend, serve_command  # noqa: E402
-from blender_addon.shared import protocol  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 pytestmark = pytest.mark.blender
@@ -337,7 +337,7 @@ def _free_port() -> int:
 def call_when_up(client, op: str, timeout: float = 90.0) -> dict:
     """A blocking call that waits out a backend still starting (requests sent before it listened are
     failed by the client once it reconnects: it cannot know whether they arrived)."""
-    from blender_addon.client import BackendError
+    from avatex_core.client import BackendError
 
     deadline = time.monotonic() + timeout
     while True:
@@ -362,7 +362,7 @@ def test_launcher_validates_its_inputs(tmp_path):
 
 
 def test_launcher_starts_a_real_backend_that_answers_then_stops(tmp_path):
-    from blender_addon.client import Client
+    from avatex_core.client import Client
 
     backend = LocalBackend()
     address = f"tcp://127.0.0.1:{_free_port()}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -167,9 +168,12 @@ def test_build_makes_one_valid_zip_per_platform_deterministically(built_zips, tm
     for name in built_zips:
         with zipfile.ZipFile(tmp_path / "b" / name) as zf:
             names = zf.namelist()
-            for module in ("canonical", "protocol", "atomic"):
-                assert zf.read(f"_vendor/{module}.py") == (ROOT / "backend" / f"{module}.py").read_bytes()
-            wheels = [n for n in names if n.startswith("wheels/")]
+            core = [n for n in names if n.startswith("wheels/avatex_core-")]
+            assert core == ["wheels/avatex_core-0.1.0-py3-none-any.whl"], core
+            with zipfile.ZipFile(io.BytesIO(zf.read(core[0]))) as wheel:
+                for source in sorted((ROOT / "avatex_core").glob("*.py")):
+                    assert wheel.read(f"avatex_core/{source.name}") == source.read_bytes(), source.name
+            wheels = [n for n in names if n.startswith("wheels/pyzmq-")]
             tag = platform_tag[name.removeprefix("avatex-0.1.0-").removesuffix(".zip")]
             assert len(wheels) == 2 and all(tag in w for w in wheels), wheels
             assert any("cp311-cp311" in w for w in wheels) and any("cp312-abi3" in w for w in wheels)
@@ -200,14 +204,14 @@ def test_installed_extension_registers_and_is_self_contained(linux_zip, tmp_path
             missing_api.append("Image.preview_ensure")
         panels = sorted(c.__name__ for c in bpy.types.Panel.__subclasses__()
                         if getattr(c, "bl_category", "") == "avatex")
-        shared = importlib.import_module(PKG + ".shared")
+        import avatex_core.protocol
         bpy.ops.preferences.addon_disable(module=PKG)
         disabled = not hasattr(bpy.types.Scene, "avatex")
         bpy.ops.preferences.addon_enable(module=PKG)
         finish({"enabled": PKG in bpy.context.preferences.addons, "panels": panels,
                 "address": bpy.context.preferences.addons[PKG].preferences.address,
                 "zmq": zmq.__file__, "ext_site": EXT_SITE,
-                "protocol": shared.protocol.__file__, "addon_dir": os.path.dirname(addon.__file__),
+                "protocol": avatex_core.protocol.__file__, "addon_dir": os.path.dirname(addon.__file__),
                 "torch": any(m == "torch" or m.startswith("torch.") for m in sys.modules),
                 "timer": bpy.app.timers.is_registered(tasks.tick), "disabled_cleanly": disabled,
                 "missing_api": missing_api,
@@ -219,7 +223,7 @@ def test_installed_extension_registers_and_is_self_contained(linux_zip, tmp_path
     if result["dataset_panel_file"]:
         assert len(result["panels"]) > 3, "the renderer's Dataset panel should register too"
     assert result["zmq"].startswith(result["ext_site"]), "pyzmq must come from the bundled wheel"
-    assert result["protocol"].startswith(os.path.join(result["addon_dir"], "_vendor"))
+    assert result["protocol"].startswith(result["ext_site"]), "avatex_core must come from the bundled wheel"
     assert not result["torch"]
     assert result["timer"] and result["disabled_cleanly"] and result["reenabled"]
     assert result["missing_api"] == []
@@ -254,7 +258,7 @@ def test_audit_through_the_extension_lands_the_backends_values(linux_zip, tmp_pa
         ticks = tick_until(lambda: not tasks.RUNTIME.latest("audit").active, 120)
         task = tasks.RUNTIME.latest("audit")
         # The backend's own answer to the same request, through the bundled client.
-        client_mod = importlib.import_module(PKG + ".client")
+        import avatex_core.client as client_mod
         ops = importlib.import_module(PKG + ".operators")
         args, arrays = ops.audit_request(pred, gt, s)
         with client_mod.Client(endpoint) as client:

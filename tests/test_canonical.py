@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from backend import canonical as C
+from avatex_core import canonical as C
 
 
 def test_yaw0_calib_is_pifu_eval_calib():

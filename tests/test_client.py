@@ -1,4 +1,4 @@
-"""blender_addon.client against real servers: bounded polls, big meshes, lost/reconnected backends."""
+"""avatex_core.client against real servers: bounded polls, big meshes, lost/reconnected backends."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from blender_addon.client import BackendError, Client, CurveKeys
+from avatex_core.client import BackendError, Client, CurveKeys
 from tests.test_server_jobs import Events
 from tests.test_server_support import running_server, spawn_test_server
 
@@ -186,7 +186,7 @@ def test_first_contact_is_a_hello_that_fills_server_info():
 
 
 def test_a_reply_over_the_client_s_limits_ends_its_request_with_an_error():
-    from backend.protocol import Limits
+    from avatex_core.protocol import Limits
 
     small = Limits(max_message_bytes=1 << 20)
     with running_server() as server, Client(server.endpoint, limits=small) as client:
@@ -198,7 +198,7 @@ def test_a_reply_over_the_client_s_limits_ends_its_request_with_an_error():
 
 
 def test_a_request_over_the_backend_s_limit_is_refused_before_sending():
-    from backend.protocol import Limits
+    from avatex_core.protocol import Limits
 
     small = Limits(max_message_bytes=1 << 20)
     with running_server(limits=small) as server, Client(server.endpoint) as client:
@@ -212,7 +212,7 @@ def test_a_request_over_the_backend_s_limit_is_refused_before_sending():
 
 _NO_THREADS = r"""
 import sys, threading, numpy as np
-from blender_addon.client import Client
+from avatex_core.client import Client
 client = Client(sys.argv[1])
 big = np.arange(3_000_000, dtype=np.float32)
 rid = client.submit("echo", {}, {"a": big})

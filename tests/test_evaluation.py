@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend import canonical
+from avatex_core import canonical
 from backend.data.dataset import Dataset
 from backend.errors import CancelledError, InputError
 from backend.evaluation import (

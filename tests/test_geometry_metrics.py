@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.canonical import CANONICAL_HEIGHT, normalization_for
+from avatex_core.canonical import CANONICAL_HEIGHT, normalization_for
 from backend.errors import InputError
 from backend.metrics.geometry import (
     closest_point_on_triangles,

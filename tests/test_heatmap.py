@@ -1,4 +1,4 @@
-"""blender_addon.heatmap / .color / .loss_plot: the fixed ΔE00 scale and the pure-numpy helpers."""
+"""avatex_core.heatmap / .color, blender_addon.loss_plot: the fixed ΔE00 scale and the pure-numpy helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from blender_addon import color, heatmap, loss_plot
+from avatex_core import color, heatmap
+from blender_addon import loss_plot
 
 # The scale as docs/addon.md documents it (stop every 2.5 ΔE00, viridis), written out independently of
 # the module so that a change to either shows up here.

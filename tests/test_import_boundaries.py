@@ -1,5 +1,17 @@
-"""design.md §2: the add-on never imports torch; the backend never imports bpy."""
+"""The package boundaries of docs/architecture.md, checked in fresh interpreters.
 
+* ``avatex_core`` (shared by both sides) imports neither side, nor torch, nor bpy;
+* ``backend`` never imports bpy or the add-on;
+* ``blender_addon`` never imports torch or the backend.
+
+Two checks per package: every module is imported (so a function-level import that runs at import time
+is caught), and every ``import`` statement in its sources is read (so a function-level import that only
+runs later is caught too).
+"""
+
+from __future__ import annotations
+
+import ast
 import subprocess
 import sys
 
@@ -7,22 +19,57 @@ import pytest
 
 from tests.conftest import ROOT
 
+FORBIDDEN = {
+    "avatex_core": ("torch", "bpy", "backend", "blender_addon"),
+    "backend": ("bpy", "blender_addon"),
+    "blender_addon": ("torch", "backend"),
+}
+
 _CHECK = r"""
 import importlib, pkgutil, sys
 pkg = importlib.import_module({pkg!r})
 for info in pkgutil.walk_packages(pkg.__path__, prefix={pkg!r} + "."):
-    if "._vendor" in info.name or info.name.endswith("__main__"):
+    if info.name.endswith("__main__"):
         continue
     importlib.import_module(info.name)
-bad = sorted(m for m in sys.modules if m == {forbidden!r} or m.startswith({forbidden!r} + "."))
+forbidden = {forbidden!r}
+bad = sorted(m for m in sys.modules if any(m == f or m.startswith(f + ".") for f in forbidden))
 print("LOADED", len(sys.modules), "FORBIDDEN", bad)
 sys.exit(1 if bad else 0)
 """
 
 
-@pytest.mark.parametrize(("pkg", "forbidden"), [("backend", "bpy"), ("blender_addon", "torch")])
-def test_package_does_not_import(pkg, forbidden):
+def _imported_names(path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append((node.lineno, node.module))
+    return names
+
+
+@pytest.mark.parametrize("pkg", sorted(FORBIDDEN))
+def test_package_imports_nothing_across_its_boundary_at_import_time(pkg):
     # A fresh interpreter, so nothing another test imported hides a violation.
-    proc = subprocess.run([sys.executable, "-c", _CHECK.format(pkg=pkg, forbidden=forbidden)],
+    proc = subprocess.run([sys.executable, "-c", _CHECK.format(pkg=pkg, forbidden=FORBIDDEN[pkg])],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("pkg", sorted(FORBIDDEN))
+def test_no_source_line_imports_across_the_boundary(pkg):
+    bad = []
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+        for line, name in _imported_names(path):
+            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[pkg]):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_check_catches_a_violation(tmp_path):
+    """The source check is not vacuous: a function-level import of torch in a file is found."""
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    import torch.nn\n    from backend.x import y\n")
+    assert [n for _, n in _imported_names(path)] == ["torch.nn", "backend.x"]

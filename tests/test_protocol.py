@@ -1,4 +1,4 @@
-"""backend.protocol: encoding, validation of every field and frame, zero-copy decoding over real sockets."""
+"""avatex_core.protocol: encoding, validation of every field and frame, zero-copy decoding over real sockets."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import zmq
 
-from backend import protocol
-from backend.protocol import Limits, ProtocolError
+from avatex_core import protocol
+from avatex_core.protocol import Limits, ProtocolError
 
 
 def _header(frames):

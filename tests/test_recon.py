@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from backend.canonical import calib_for_view
+from avatex_core.canonical import calib_for_view
 from backend.cli import main as cli_main
 from backend.errors import CancelledError, InputError
 from backend.meshio import load_mesh

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from backend import canonical
+from avatex_core import canonical
 from backend.demo import DEFAULT_CHECKPOINT
 from backend.errors import CancelledError, InputError
 from backend.models.checkpoint import load_checkpoint

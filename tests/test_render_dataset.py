@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from backend import canonical
+from avatex_core import canonical
 from backend.data.dataset import Dataset, DatasetError
 from tests.test_render_meshes import (
     avatar,

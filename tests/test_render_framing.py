@@ -81,7 +81,7 @@ def test_up_flag_overrides_detection(variants, tmp_path):
 
 
 def test_pitched_views_project_consistently(tmp_path):
-    from backend import canonical
+    from avatex_core import canonical
 
     out = tmp_path / "ds"
     rc, events, err = render(["--meshes", avatar("avatar_0001", ".ply"), "--out", out, "--views", "2",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from avatex_core.lighting import linear_to_srgb, srgb_to_linear
 from backend.data.dataset import Dataset
-from blender_addon.render.lighting import linear_to_srgb, srgb_to_linear
 from tests.test_render_meshes import read_rgba, render, sphere_ply
 
 pytestmark = pytest.mark.blender

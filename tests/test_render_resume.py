@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avatex_core import dataset_layout as layout
 from backend.data.dataset import Dataset
-from blender_addon.render import layout
 from tests.conftest import ROOT
 from tests.test_render_meshes import PREFIX, SCRIPT, avatar, read_rgba, render
 

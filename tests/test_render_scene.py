@@ -20,7 +20,7 @@ import json, sys
 from pathlib import Path
 import bpy, numpy as np
 from PIL import Image
-from blender_addon.render.settings import RenderSettings, View
+from avatex_core.render_settings import RenderSettings, View
 from blender_addon.render.loop import SubjectRenderer
 
 mesh, out, denoise = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"

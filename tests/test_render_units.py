@@ -9,8 +9,10 @@ import zlib
 import numpy as np
 import pytest
 
-from blender_addon.render import layout, lighting, options, pngio
-from blender_addon.render.lighting import (
+from avatex_core import dataset_layout as layout
+from avatex_core import lighting
+from avatex_core import render_options as options
+from avatex_core.lighting import (
     BUILTIN_LEVELS,
     LevelError,
     calibrate_point,
@@ -20,7 +22,8 @@ from blender_addon.render.lighting import (
     sample_light,
     srgb_to_linear,
 )
-from blender_addon.render.settings import RenderSettings, SettingsError
+from avatex_core.render_settings import RenderSettings, SettingsError
+from blender_addon.render import pngio
 
 
 def test_builtin_levels_are_centred_on_the_seeds_settings():
@@ -224,7 +227,7 @@ def test_png_writer_round_trip_and_completeness_check(tmp_path):
 
 
 def test_manifest_merge_refuses_other_settings(tmp_path):
-    from backend import atomic
+    from avatex_core import atomic
 
     ident = RenderSettings(views=2).identity()
     views = [v.to_dict() for v in RenderSettings(views=2).view_list()]

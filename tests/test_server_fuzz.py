@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import zmq
 
-from backend import protocol
-from blender_addon.client import Client
+from avatex_core import protocol
+from avatex_core.client import Client
 from tests.test_server_support import running_server
 
 COUNT = 10_000

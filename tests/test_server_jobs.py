@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from blender_addon.client import BackendError, Client
+from avatex_core.client import BackendError, Client
 from tests.test_server_support import running_server, spawn_avatex_serve, spawn_test_server
 
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from avatex_core.client import BackendError, Client
 from backend.meshio import load_mesh
-from blender_addon.client import BackendError, Client
 from tests.conftest import FIXTURES
 from tests.test_server_support import running_server
 

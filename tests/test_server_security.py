@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pytest
 
+from avatex_core.client import BackendError, Client, CurveKeys
 from backend.errors import InputError
 from backend.server import Server, ServerConfig
 from backend.server.keys import load_key_file, load_server_keys, write_keypair
 from backend.server.paths import PathError, PathPolicy
 from backend.server.security import Endpoint, check_bind, is_local_peer, parse_endpoint
-from blender_addon.client import BackendError, Client, CurveKeys
 from tests.conftest import ROOT
 from tests.test_server_support import running_server
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.atomic import write_json
+from avatex_core.atomic import write_json
 from backend.errors import CancelledError
 from backend.server import OPERATIONS, Operation, Server, ServerConfig
 from backend.server.jobs import Context

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+from avatex_core.client import Client
 from backend.models.checkpoint import load_checkpoint
-from blender_addon.client import Client
 from tests.conftest import FIXTURES, ROOT
 from tests.test_server_support import spawn_avatex_serve
 from tests.tiny_models import TINY

@@ -218,7 +218,7 @@ def test_recon_to_view_inverts_the_reconstruction_framing(relit):
     """Framed-image pixels mapped back with recon_to_view land on the same subject pixels of the view."""
     import numpy as np
 
-    from backend.canonical import to_pixels
+    from avatex_core.canonical import to_pixels
     from backend.recon.framing import frame_subject
     from backend.train.source import open_source
     from backend.train.validate import recon_to_view

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avatex_core.render_options import add_arguments, to_argv
 from backend.blender import blender_command
-from blender_addon.render.options import add_arguments, to_argv
 
 HELP = "render a relit dataset (45 views x lighting levels) with Blender"
 PREFIX = "@avatex "
@@ -66,11 +66,10 @@ def _reader(worker: Worker, proc: subprocess.Popen, events: queue.Queue) -> None
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from avatex_core import dataset_layout as layout
+    from avatex_core.lighting import LevelError
+    from avatex_core.render_settings import SettingsError, settings_from_args
     from backend.errors import InputError
-    from blender_addon.render import layout
-    from blender_addon.render.lighting import LevelError
-    from blender_addon.render.runner import settings_from_args
-    from blender_addon.render.settings import SettingsError
 
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
@@ -200,8 +199,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _record_crashes(out: Path, settings, failed: dict[str, str], workers: list[Worker]) -> None:
     """Subjects whose worker died never reached the manifest's failure list: add them."""
-    from backend import atomic
-    from blender_addon.render import layout
+    from avatex_core import atomic
+    from avatex_core import dataset_layout as layout
 
     crashed = {sid: msg for sid, msg in failed.items() if any(sid in w.skip for w in workers)}
     if crashed and (out / layout.MANIFEST).exists():

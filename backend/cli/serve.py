@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from avatex_core.protocol import Limits
     from backend.errors import InputError
-    from backend.protocol import Limits
     from backend.server import Server, ServerConfig
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

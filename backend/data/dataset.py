@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.canonical import Normalization
+from avatex_core.canonical import Normalization
 from backend.errors import InputError
 
 FORMAT = "avatex-dataset"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.canonical import CANONICAL_HEIGHT
+from avatex_core.canonical import CANONICAL_HEIGHT
 from backend.data import inside as inside_mod
 from backend.errors import InputError
 from backend.meshio import ColoredMesh, sample_surface

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.atomic import atomic_path, write_bytes, write_json
+from avatex_core.atomic import atomic_path, write_bytes, write_json
 from backend.errors import CancelledError, InputError
 
 Progress = Callable[[str, float, dict], None]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.atomic import write_json, write_with
+from avatex_core.atomic import write_json, write_with
 from backend.blender import blender_command
 from backend.errors import AvatexError, CancelledError
 

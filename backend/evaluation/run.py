@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend import canonical
-from backend.atomic import write_json
+from avatex_core import canonical
+from avatex_core.atomic import write_json
 from backend.data.dataset import Dataset
 from backend.errors import CancelledError, InputError
 from backend.evaluation import tables

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.atomic import write_text
+from avatex_core.atomic import write_text
 from backend.errors import InputError
 from backend.metrics.table import LEVELS, METRIC_LABELS
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backend.atomic import write_json
+from avatex_core.atomic import write_json
 from backend.errors import CancelledError, InputError
 from backend.experiment import stages
 from backend.experiment.budgets import BASELINE_LEVEL, Budget, get_budget

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from backend.atomic import atomic_path
+from avatex_core.atomic import atomic_path
 
 COLORS = {"baseline": "#7f7f7f", "l1": "#1f77b4", "ssim": "#d62728", "geometry": "#2ca02c"}
 LEVEL_ORDER = ("wild", "intermediate", "clear")

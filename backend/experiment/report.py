@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.atomic import write_text
+from avatex_core.atomic import write_text
 from backend.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +142,7 @@ for job in json.load(open(sys.argv[2], encoding="utf-8")):
 def audit_images(jobs: list[dict[str, Any]], work: Path, timeout: float = 1800.0) -> list[dict[str, Path]]:
     """Colour and heatmap PNGs of kept reconstructions, all in one Blender process
     (``render_scripts.audit_blend.run`` per job: {mesh, errors, out, name, size}); returns their paths."""
-    from backend.atomic import write_json
+    from avatex_core.atomic import write_json
 
     if not jobs:
         return []
@@ -191,7 +191,7 @@ def compose_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], height: i
     """A labelled grid PNG: one row per (label, [(column title, RGBA image)]), tiles of equal height."""
     from PIL import Image, ImageDraw
 
-    from backend.atomic import write_bytes
+    from avatex_core.atomic import write_bytes
 
     tiles = [[_tile(img, height) for _, img in cols] for _, cols in rows]
     ncol = max(len(r) for r in tiles)
@@ -226,7 +226,7 @@ def compose_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], height: i
 
 
 def _legend(draw, x: int, y: int, width: int) -> None:
-    from blender_addon.heatmap import SCALE_MAX, heatmap_srgb
+    from avatex_core.heatmap import SCALE_MAX, heatmap_srgb
 
     values = np.linspace(0.0, SCALE_MAX, width, dtype=np.float32)
     colors = (heatmap_srgb(values) * 255).round().astype(int)

@@ -58,8 +58,8 @@ def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Pro
 # -- render -------------------------------------------------------------------------------------------
 
 def split_value(sid: str, seed: int) -> float:
-    """The renderer's split hash of a subject id (``blender_addon.render.layout.split_of``)."""
-    from blender_addon.render import layout
+    """The renderer's split hash of a subject id (``avatex_core.dataset_layout.split_of``)."""
+    from avatex_core import dataset_layout as layout
 
     return layout._hash_int(f"split:{seed}:{sid}") / 2.0 ** 64  # noqa: SLF001 - the one definition
 
@@ -107,8 +107,8 @@ def dataset_complete(root: Path, subjects: int, views: int) -> bool:
 def render_dataset(meshes: Sequence[Path], out: Path, budget: Budget, seed: int, test_count: int,
                    threads: int = 0) -> None:
     """Render (or finish rendering) the relit dataset with ``avatex render``'s machinery."""
+    from avatex_core import dataset_layout as layout
     from backend.cli import render as render_cli
-    from blender_addon.render import layout
 
     ids = layout.subject_ids(list(meshes))
     fraction = held_out_fraction(ids, test_count, seed)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.atomic import write_with
+from avatex_core.atomic import write_with
 from backend.errors import InputError
 from backend.meshio import ColoredMesh
 from backend.metrics.geometry import DEFAULT_SAMPLES, geometry_metrics

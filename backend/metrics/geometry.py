@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from backend.canonical import CANONICAL_HEIGHT, Normalization
+from avatex_core.canonical import CANONICAL_HEIGHT, Normalization
 from backend.errors import InputError
 from backend.meshio import ColoredMesh, sample_surface
 from backend.metrics.knn import morton_codes

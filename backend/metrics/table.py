@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from backend.atomic import write_text
+from avatex_core.atomic import write_text
 from backend.errors import InputError
 
 LEVELS = ("wild", "intermediate", "clear")

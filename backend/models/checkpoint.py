@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from backend.atomic import atomic_path, write_json
+from avatex_core.atomic import atomic_path, write_json
 from backend.errors import InputError
 from backend.models.config import ModelConfig
 from backend.models.device import resolve_device

@@ -22,7 +22,7 @@ class PIFu(nn.Module):
     """Geometry (``net_g``) and optional colour (``net_c``) nets built from one :class:`ModelConfig`.
 
     Shapes: images [B, 3, S, S] in [-1, 1] with S = ``config.load_size``, masks [B, 1, S, S] in [0, 1],
-    points [B, 3, N] in canonical space, calibs [B, 4, 4] (``backend.canonical``). Occupancy comes back
+    points [B, 3, N] in canonical space, calibs [B, 4, 4] (``avatex_core.canonical``). Occupancy comes back
     as [B, 1, N] in [0, 1], colour as [B, 3, N] in [-1, 1] (sRGB = 0.5 * c + 0.5).
     """
 

@@ -95,7 +95,7 @@ def silhouette_sdf(xy: np.ndarray) -> np.ndarray:
 
 def body_image(size: int = 512) -> np.ndarray:
     """An RGBA uint8 picture of the body from the yaw-0 camera (canonical calib diag(1,-1,1,1)),
-    pixel centres at u = -1..1 as in ``backend.canonical``; alpha is the silhouette, colours mark
+    pixel centres at u = -1..1 as in ``avatex_core.canonical``; alpha is the silhouette, colours mark
     head/skin, shirt, trousers and shoes so colour queries have something to see."""
     u = np.linspace(-1.0, 1.0, size)
     xx, yy = np.meshgrid(u, -u)  # row 0 is the top (y = +1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from backend import canonical
+from avatex_core import canonical
 from backend.errors import InputError
 
 

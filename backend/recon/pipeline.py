@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from backend import canonical
+from avatex_core import canonical
 from backend.errors import CancelledError, InputError
 from backend.models.blocks import index, orthogonal
 from backend.models.device import resolve_device

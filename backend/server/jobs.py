@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from backend import protocol
-from backend.atomic import remove_stale_temporaries, write_json
+from avatex_core import protocol
+from avatex_core.atomic import remove_stale_temporaries, write_json
 from backend.errors import AvatexError, CancelledError, InputError
 
 log = logging.getLogger("avatex.server")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.atomic import atomic_path
+from avatex_core.atomic import atomic_path
 from backend.errors import InputError
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")

@@ -10,7 +10,7 @@ Robustness, in the order a message meets it:
 
 * libzmq drops any frame over ``ZMQ_MAXMSGSIZE`` (and the connection that sent it);
 * frames beyond the frame limit are received and discarded, not kept;
-* :func:`backend.protocol.decode_request` checks the header, the version, every descriptor and the frame
+* :func:`avatex_core.protocol.decode_request` checks the header, the version, every descriptor and the frame
   sizes; the operation's schema checks arguments and arrays; every failure is an ``error`` reply that
   names the problem, and the loop goes on;
 * sends never block (``ROUTER_MANDATORY`` + ``NOBLOCK``): a vanished or stalled client costs nothing,
@@ -31,7 +31,8 @@ from typing import Any
 
 import zmq
 
-from backend import __version__, protocol
+from avatex_core import protocol
+from backend import __version__
 from backend.errors import AvatexError, CancelledError, InputError, NotAvailableError
 from backend.server import jobs as jobs_mod
 from backend.server.jobs import (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.atomic import atomic_path
+from avatex_core.atomic import atomic_path
 from backend.data import sampling
 from backend.meshio import ColoredMesh
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend.atomic import atomic_path, write_json
+from avatex_core.atomic import atomic_path, write_json
 
 TB_DIR = "tensorboard"
 PLOT = "training.png"

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from backend.atomic import remove_stale_temporaries, write_json
+from avatex_core.atomic import remove_stale_temporaries, write_json
 from backend.errors import CancelledError, InputError
 from backend.models import ModelConfig, PIFu
 from backend.models.checkpoint import load_checkpoint, load_official, save_checkpoint

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.canonical import view_rotation
+from avatex_core.canonical import view_rotation
 from backend.meshio import ColoredMesh
 from backend.models import PIFu
 from backend.train.config import TrainConfig

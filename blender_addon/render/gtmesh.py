@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..shared import atomic
+from avatex_core import atomic
 
 
 @dataclass

@@ -16,11 +16,13 @@ from typing import Any
 import bpy
 import numpy as np
 
-from ..shared import atomic, canonical
-from . import gtmesh, layout, materials
-from .lighting import image_seed, keep_clear_of_subject, sample_light
+from avatex_core import atomic, canonical
+from avatex_core import dataset_layout as layout
+from avatex_core.lighting import image_seed, keep_clear_of_subject, sample_light
+from avatex_core.render_settings import RenderSettings, View
+
+from . import gtmesh, materials
 from .scene import SceneRig, bundled_environments, camera_matrix, render_region
-from .settings import RenderSettings, View
 from .subjects import Subject, extract_gt, load_subject, reset_scene
 
 Emit = Callable[[dict[str, Any]], None]

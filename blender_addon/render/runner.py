@@ -17,24 +17,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import layout
-from .lighting import BUILTIN_LEVELS, LevelError, load_level_config
-from .options import add_arguments
-from .settings import RenderSettings, SettingsError
+from avatex_core import dataset_layout as layout
+from avatex_core.lighting import LevelError
+from avatex_core.render_options import add_arguments
+from avatex_core.render_settings import SettingsError, settings_from_args
 
 PREFIX = "@avatex "
-
-
-def settings_from_args(args: argparse.Namespace) -> RenderSettings:
-    defs = dict(BUILTIN_LEVELS)
-    if args.light_config:
-        defs.update(load_level_config(args.light_config))
-    levels = tuple(lv.strip() for lv in str(args.levels).split(",") if lv.strip())
-    return RenderSettings(views=args.views, step_deg=args.step, pitches=tuple(args.pitch),
-                          resolution=args.resolution, levels=levels, level_defs=defs, engine=args.engine,
-                          samples=args.samples, albedo_samples=args.albedo_samples,
-                          denoise=not args.no_denoise, seed=args.seed, up=args.up,
-                          test_fraction=args.test_fraction, device=args.device, threads=args.threads)
 
 
 class Reporter:
@@ -159,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, root: Path, emit) -> int:
-    from ..shared import atomic
+    from avatex_core import atomic
+
     from . import compat, loop
 
     t_start = time.perf_counter()

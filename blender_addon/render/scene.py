@@ -22,11 +22,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..shared import canonical
+from avatex_core import canonical
+from avatex_core.lighting import calibrate_point, environment_strength
+from avatex_core.render_settings import CAMERA_DISTANCE, RenderSettings, View
+
 from . import compat
-from .lighting import calibrate_point, environment_strength
 from .materials import MaterialRig
-from .settings import CAMERA_DISTANCE, RenderSettings, View
 
 _B = np.asarray(canonical.BLENDER_FROM_CANONICAL, dtype=np.float64)
 

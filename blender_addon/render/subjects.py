@@ -22,10 +22,11 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..shared import canonical
+from avatex_core import canonical
+from avatex_core.lighting import linear_to_srgb, srgb_to_linear
+
 from . import materials as materials_mod
 from .gtmesh import GTMesh
-from .lighting import linear_to_srgb, srgb_to_linear
 from .pngio import encode_png
 
 _B = np.asarray(canonical.BLENDER_FROM_CANONICAL, dtype=np.float64)

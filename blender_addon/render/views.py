@@ -33,11 +33,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from avatex_core import atomic, canonical
+from avatex_core.render_settings import RenderSettings, View
+
 from .. import mesh_import
-from ..shared import atomic, canonical
 from . import compat
 from .scene import camera_matrix, configure_render, make_camera, render_region
-from .settings import RenderSettings, View
 
 MATERIAL = "avatex_unlit_vertex_colours"
 

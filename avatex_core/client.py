@@ -40,7 +40,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .shared import protocol
+from . import protocol
 
 Event = protocol.Event
 

@@ -8,11 +8,12 @@ rest (threads, device, worker split) only changes how fast the same images are m
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .lighting import BUILTIN_LEVELS, LevelSpec, level_from_dict
+from .lighting import BUILTIN_LEVELS, LevelSpec, level_from_dict, load_level_config
 
 ENGINES = ("cycles", "eevee")
 DEVICES = ("auto", "cpu", "gpu")
@@ -144,3 +145,16 @@ class RenderSettings:
 
     def with_(self, **changes: Any) -> RenderSettings:
         return replace(self, **changes)
+
+
+def settings_from_args(args: argparse.Namespace) -> RenderSettings:
+    """The settings that the options of :mod:`.render_options` describe."""
+    defs = dict(BUILTIN_LEVELS)
+    if args.light_config:
+        defs.update(load_level_config(args.light_config))
+    levels = tuple(lv.strip() for lv in str(args.levels).split(",") if lv.strip())
+    return RenderSettings(views=args.views, step_deg=args.step, pitches=tuple(args.pitch),
+                          resolution=args.resolution, levels=levels, level_defs=defs, engine=args.engine,
+                          samples=args.samples, albedo_samples=args.albedo_samples,
+                          denoise=not args.no_denoise, seed=args.seed, up=args.up,
+                          test_fraction=args.test_fraction, device=args.device, threads=args.threads)

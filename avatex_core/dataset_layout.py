@@ -39,7 +39,7 @@ VIEWS = "views"
 VIEW_JSON = "view.json"
 ALBEDO = "albedo"
 SUBJECT_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".fbx", ".blend")
-TMP_MARK = ".tmp-"  # backend.atomic's marker for temporaries
+TMP_MARK = ".tmp-"  # avatex_core.atomic's marker for temporaries
 
 _PNG_HEAD = b"\x89PNG\r\n\x1a\n"
 _PNG_TAIL = b"IEND\xaeB`\x82"
@@ -268,7 +268,7 @@ def merge_manifest(root: Path, identity: dict[str, Any], views: list[dict[str, A
     """Create or update ``manifest.json`` under the lock; refuse a dataset rendered with other settings.
 
     ``subjects`` maps ids to their entries (split, dir, source); ``failed`` adds failures, and ids in
-    ``succeeded`` drop earlier failures. ``write_json`` is ``backend.atomic.write_json`` (injected so this
+    ``succeeded`` drop earlier failures. ``write_json`` is ``avatex_core.atomic.write_json`` (injected so this
     module stays importable on its own).
     """
     root = Path(root)
@@ -297,7 +297,7 @@ def merge_manifest(root: Path, identity: dict[str, Any], views: list[dict[str, A
         manifest["failed"].update(failed or {})
         manifest["subjects"] = dict(sorted(manifest["subjects"].items()))
         if write_json is None:
-            from ..shared import atomic
+            from . import atomic
 
             write_json = atomic.write_json
         write_json(path, manifest)
