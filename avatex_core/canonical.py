@@ -1,4 +1,4 @@
-"""The one canonical space of avatex (design.md §3): subject normalisation, view calibs, cameras.
+"""The one canonical space of avatex (docs/architecture.md): subject normalisation, view calibs, cameras.
 
 Everything that places a subject or a camera goes through this module, on both sides of the wire:
 the Blender renderer imports it (numpy only, no torch, no bpy) and the backend reads the `calib`
@@ -129,7 +129,7 @@ def camera_frame_to_canonical(points_cam: np.ndarray, yaw_deg: float, pitch_deg:
     """Points given in a view's camera frame (x right, y up, z toward the camera) -> canonical space.
 
     Light positions are specified this way, so a light keeps its place relative to the camera as the
-    camera orbits, like the seed's lighting levels.
+    camera orbits, like the paper's lighting levels.
     """
     rt = view_rotation(yaw_deg, pitch_deg).T
     return np.asarray(points_cam, dtype=np.float64) @ rt.T
@@ -198,7 +198,7 @@ class Normalization:
 
 
 def normalization_for(vertices: np.ndarray, up_axis: str = "auto") -> Normalization:
-    """The PIFu normalisation of a subject (design.md §3).
+    """The PIFu normalisation of a subject (docs/architecture.md).
 
     ``up_axis`` is ``"y"``, ``"z"`` or ``"auto"`` (see :func:`detect_up_axis`). Units do not matter: a
     scan in centimetres and the same scan in metres get the same canonical vertices.

@@ -1,4 +1,4 @@
-"""sRGB <-> scene-linear conversions for Blender colour attributes (design.md §3).
+"""sRGB <-> scene-linear conversions for Blender colour attributes (docs/architecture.md).
 
 avatex colours are sRGB-encoded floats; Blender's FLOAT_COLOR attributes hold scene-linear values. These
 are the IEC 61966-2-1 transfer functions, the same ones Blender's ``color_srgb`` accessor uses, so a

@@ -7,7 +7,7 @@ Compares, in one run and on the same inputs:
 * ``direct``: the definition written plainly with colour-science (sRGB_to_XYZ, XYZ_to_Lab,
   delta_E 'CIE 2000') and scipy's cKDTree, default settings (single-threaded query);
 * ``direct_workers``: the same with ``cKDTree.query(workers=-1)`` (a stronger baseline);
-* ``python_loop``: the seed's style (one batch k-NN query, then a per-vertex Python loop over the k
+* ``python_loop``: the paper's style (one batch k-NN query, then a per-vertex Python loop over the k
   neighbours with a scalar CIEDE2000) on a 20k-vertex subsample, extrapolated linearly to the full size.
 
 Timing: one process builds the inputs once and runs the variants round-robin (order reversed every
@@ -150,7 +150,7 @@ def delta_e_scalar(lab1, lab2) -> float:
 
 
 def run_loop(pred_v, pred_c, gt, k):
-    """The seed's style on a subsample: batch nearest neighbours, then a Python loop per vertex."""
+    """The paper's style on a subsample: batch nearest neighbours, then a Python loop per vertex."""
     import colour
     from scipy.spatial import cKDTree
 

@@ -1,4 +1,4 @@
-"""Blender images -> the uint8 arrays the backend takes (design.md §3: sRGB, rows top-down).
+"""Blender images -> the uint8 arrays the backend takes (docs/architecture.md: sRGB, rows top-down).
 
 ``Image.pixels`` is float RGBA with rows bottom-up. Byte images hold their stored (sRGB-encoded)
 values divided by 255; float images (EXR, HDR) hold scene-linear values, which are encoded to sRGB

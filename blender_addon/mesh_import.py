@@ -119,7 +119,7 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.
 # --------------------------------------------------------------------------------------- attributes
 def set_point_colors(mesh: bpy.types.Mesh, name: str, srgb: np.ndarray, *, active: bool = True,
                      render: bool = True) -> bpy.types.Attribute:
-    """Write (N, 3) sRGB colours as a FLOAT_COLOR POINT attribute (stored scene-linear, design.md §3).
+    """Write (N, 3) sRGB colours as a FLOAT_COLOR POINT attribute (stored scene-linear, docs/architecture.md).
 
     FLOAT_COLOR keeps full precision, so colours read back through ``color_srgb`` (what the audit sends)
     are the backend's values, not 8-bit roundings. ``active`` makes it the colour Solid mode shows;

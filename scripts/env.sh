@@ -10,7 +10,7 @@ VENV="${AVATEX_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
-# Pins that must be resolved together (design.md §8): the local CPU torch wheel, and the bpy 4.5 LTS
+# Pins that must be resolved together (docs/architecture.md): the local CPU torch wheel, and the bpy 4.5 LTS
 # wheel whose numpy<2 requirement makes pip choose colour-science 0.4.6 and numpy 1.26.
 TORCH_PIN="torch==2.13.0"
 ANNY_PIN="anny==0.6.2"

@@ -1,4 +1,4 @@
-"""Training losses: patch-wise SSIM against scikit-image, the seed variant, occupancy and L1."""
+"""Training losses: patch-wise SSIM against scikit-image, the paper's global variant, occupancy and L1."""
 
 from __future__ import annotations
 
@@ -106,10 +106,10 @@ def test_seed_variant_reduces_across_patch_centres():
     y = rng.uniform(-1, 1, (m, p, 3))
     x = np.clip(y + rng.normal(0, 0.3, y.shape), -1, 1)
     mx, my = x.mean(axis=0), y.mean(axis=0)            # (P, C)
-    vx = ((x - mx) ** 2).sum(axis=0) / (m - 1)         # the seed's n/(n-1)
+    vx = ((x - mx) ** 2).sum(axis=0) / (m - 1)         # the paper's n/(n-1)
     vy = ((y - my) ** 2).sum(axis=0) / (m - 1)
     cxy = ((x - mx) * (y - my)).sum(axis=0) / (m - 1)
-    c1, c2 = 0.01 ** 2, 0.03 ** 2                      # the seed's constants (L = 1)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2                      # the paper's constants (L = 1)
     ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
     expected = float(np.clip(1 - ssim.mean(), 0, 1))
     got = patch_ssim_loss(torch.from_numpy(x), torch.from_numpy(y), variant="seed").item()

@@ -3,7 +3,7 @@
     from backend.evaluation import evaluate_runs
     ev = evaluate_runs({"baseline": "runs/base", "ssim": "runs/ssim"}, "data/relit", out_dir="eval")
     ev.table            # {model: {level: {"patd": ..., "pipatd": ..., "chamfer_cm": ..., "psnr_input": ...}}}
-    ev.write_tables("eval/table")                      # table.md + table.csv, the seed's layout
+    ev.write_tables("eval/table")                      # table.md + table.csv, the paper's layout
 
 docs/metrics.md ("Evaluating models on a dataset") has the protocol and every key.
 """

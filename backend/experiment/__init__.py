@@ -1,4 +1,4 @@
-"""The seed's experiment end to end (``avatex experiment``): budgets, pipeline stages, plots, report.
+"""The paper's experiment end to end (``avatex experiment``): budgets, pipeline stages, plots, report.
 
     from backend.experiment import run_experiment
     run_experiment("runs/exp", budget="small")     # resumable; RUN/results holds table, plots, report

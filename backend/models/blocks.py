@@ -1,7 +1,7 @@
 """Building blocks shared by the PIFu nets: normalisation, PIFu's ConvBlock, projection and sampling.
 
 Module names and registration order reproduce the official ``lib/net_util.py`` / ``lib/geometry.py`` so
-that ``state_dict()`` keys are exactly the released checkpoints' keys (reference/pifu.md §1, §9).
+that ``state_dict()`` keys are exactly the released checkpoints' keys (docs/models.md).
 """
 
 from __future__ import annotations

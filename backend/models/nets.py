@@ -3,7 +3,7 @@
 ``HGPIFuNet`` (geometry) = stacked-hourglass ``image_filter`` + ``surface_classifier`` MLP ending in a
 sigmoid; ``ResBlkPIFuNet`` (colour) = ResnetFilter ``image_filter`` + MLP ending in tanh, fed with the
 geometry net's last-stack feature concatenated in front of its own (``attach``). The stateful
-``filter`` / ``query`` / ``attach`` protocol is the official one (reference/pifu.md §1.5-1.6), which the
+``filter`` / ``query`` / ``attach`` protocol is the official one (docs/models.md), which the
 training code relies on: ``filter`` in train mode keeps every stack's feature for intermediate
 supervision, in eval mode only the last.
 """

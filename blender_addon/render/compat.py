@@ -1,6 +1,6 @@
 """Every difference between Blender 4.2 LTS, 4.5 LTS and 5.0 that the renderer meets, in one place.
 
-Facts (measured with the bpy wheels, /work/shared/reference/blender.md §8):
+Facts (measured with the bpy wheels, docs/architecture.md):
 
 * EEVEE's engine id is ``BLENDER_EEVEE_NEXT`` in 4.2–4.5 and ``BLENDER_EEVEE`` in 5.0.
 * ``Material/World/Light.use_nodes`` is needed before 5.0 and deprecated in 5.0 (node trees always exist).

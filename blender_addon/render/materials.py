@@ -6,7 +6,7 @@ whatever the importer set up for colour spaces keeps working:
 
 * lit: a Lambertian Diffuse BSDF (the calibration assumes it; no specular highlights), and
 * albedo: an Emission shader of strength 1, so that with view transform Standard the render shows the
-  sRGB colour itself (unlit, design.md §4),
+  sRGB colour itself (unlit, docs/dataset.md),
 
 chosen by a Mix Shader whose factor is one shared value. Alpha (cut-out hair cards) is kept.
 
