@@ -1,4 +1,4 @@
-"""avatex_core.protocol: encoding, validation of every field and frame, zero-copy decoding over real sockets."""
+"""avatex_core.protocol: encoding, validation of every field and frame, zero-copy decoding over sockets."""
 
 from __future__ import annotations
 
