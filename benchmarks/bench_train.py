@@ -50,11 +50,13 @@ from backend.train.source import open_source  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures" / "avatars"
 
 
-def render_dataset(out: Path, resolution: int = 512) -> Path:
+def render_dataset(out: Path, resolution: int = 512, device: str = "auto") -> Path:
+    """A tiny dataset (2 sample avatars x 2 views x 1 level); ``device`` is Cycles' (auto = GPU if any)."""
     meshes = [str(FIXTURES / "avatar_0000.ply"), str(FIXTURES / "avatar_0001.obj")]
     cmd = [sys.executable, str(ROOT / "render_scripts" / "render_dataset.py"), "--meshes", *meshes,
            "--out", str(out), "--views", "2", "--step", "180", "--levels", "clear", "--resolution",
-           str(resolution), "--samples", "4", "--albedo-samples", "1", "--no-denoise", "--test-fraction", "0"]
+           str(resolution), "--samples", "4", "--albedo-samples", "1", "--no-denoise", "--test-fraction", "0",
+           "--device", device]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out
 

@@ -24,7 +24,7 @@ missing. Sections, in order (each records its own error and the run goes on):
   checked against one process with the same global batch (on the CPU: two gloo ranks).
 
 Training and the DDP check need a rendered dataset: ``--data``, or one rendered here with the bpy wheel
-(Cycles picks the GPU when it sees one; the device it used is recorded). ``--quick`` shrinks every size
+(by Cycles on the CPU; the cuda tests render on the GPU). ``--quick`` shrinks every size
 so the script's logic runs on a CPU in seconds (tests/test_gpu_check.py). The JSON is rewritten after
 each section, so a run cut short keeps what it measured. docs/api.md says how to run it.
 """
@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,12 +55,26 @@ SECTIONS = ("tests", "reconstruct", "metrics", "train", "baking", "ddp")
 REQUIRED = ("torch", "numpy", "scipy", "skimage", "trimesh", "colour", "zmq", "PIL", "matplotlib", "tqdm",
             "tensorboard", "pytest")
 """Modules the sections import; ``bpy`` is needed only to render the dataset when ``--data`` is absent."""
-TESTS_TIMEOUT_S = 300
+TESTS_TIMEOUT_S = 240
 DDP_TIMEOUT_S = 300
 
 
-def missing_modules(names: tuple[str, ...] = REQUIRED) -> list[str]:
+def missing_modules(names: tuple[str, ...]) -> list[str]:
     return [m for m in names if importlib.util.find_spec(m) is None]
+
+
+def run_limited(cmd: list[str], timeout: float, what: str, **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in its own process group, the whole group killed at the time limit (pytest's
+    renders and torchrun's ranks would otherwise outlive it). Raises TimeoutError."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise TimeoutError(f"{what} ran past {timeout:.0f} s and was killed") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # -------------------------------------------------------------------------------------------- sections
@@ -74,7 +89,7 @@ def run_cuda_tests(work: Path) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
            f"--junitxml={junit}", *files]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TESTS_TIMEOUT_S)
+    proc = run_limited(cmd, TESTS_TIMEOUT_S, "pytest -m cuda", cwd=ROOT)
     out: dict = {"files": files, "returncode": proc.returncode, "seconds": round(time.perf_counter() - t, 1)}
     if not junit.is_file():
         out["error"] = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["pytest wrote no report"]
@@ -119,7 +134,8 @@ def reconstruction(device: str, quick: bool) -> dict:
     cpu = device_sweep(model, "cpu", resolutions[:1], default_chunk(torch.device("cpu")))[0]
     for row in [*rows, cpu]:
         row["end_to_end_seconds"] = round(_end_to_end(row), 3)
-    out: dict = {"model": "tiny (quick)" if quick else "official full size", "parameters": {"net_g": sum(p.numel() for p in model.net_g.parameters()),
+    out: dict = {"model": "tiny (quick)" if quick else "official full size",
+                 "parameters": {"net_g": sum(p.numel() for p in model.net_g.parameters()),
                                 "net_c": sum(p.numel() for p in model.net_c.parameters())},
                  "device": rows, "cpu_baseline": cpu, "repeats": repeats,
                  "ratio_cpu_over_device_at_first_resolution":
@@ -254,16 +270,18 @@ def ddp_check(device: str, quick: bool, data: Path, work: Path) -> dict:
     world = torch.cuda.device_count() if on_cuda else 2
     steps = 2 if quick else 4
     cfg = {**DDP_CONFIG, "data": str(data), "cache_dir": str(work / "cache"), "model_overrides": TINY,
-           "steps": steps, "batch": 2 * world, "checkpoint_every": steps, "device": "cuda" if on_cuda else "cpu"}
+           "steps": steps, "batch": 2 * world, "checkpoint_every": steps,
+           "device": "cuda" if on_cuda else "cpu"}
     run_training({**cfg, "out": str(work / "ddp_single")})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world),
            str(Path(__file__).resolve()), "--ddp-child", json.dumps({**cfg, "out": str(work / "ddp_ranks")})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=DDP_TIMEOUT_S)
+    proc = run_limited(cmd, DDP_TIMEOUT_S, "torchrun", cwd=ROOT, env=env)
     out: dict = {"world_size": world, "process_group": ("nccl" if on_cuda else "gloo") if world > 1 else
                  "none: one rank (DDP needs >= 2 devices; torchrun and a 1-rank NCCL all-reduce only)",
-                 "steps": steps, "global_batch": 2 * world, "torchrun_seconds": round(time.perf_counter() - t, 1)}
+                 "steps": steps, "global_batch": 2 * world,
+                 "torchrun_seconds": round(time.perf_counter() - t, 1)}
     if proc.returncode != 0:
         out["error"] = (proc.stderr.strip().splitlines() or ["torchrun failed with no output"])[-3:]
         return out
@@ -280,7 +298,8 @@ def ddp_check(device: str, quick: bool, data: Path, work: Path) -> dict:
                for m in (ref, got, init))
     moved, diff = (r - i).norm().item(), (r - g).norm().item()
     rel = diff / moved if moved > 0 else math.inf
-    out.update(net_g_identical=g_equal, net_c_diff_over_moved=rel, net_c_max_abs_diff=(r - g).abs().max().item(),
+    out.update(net_g_identical=g_equal, net_c_diff_over_moved=rel,
+               net_c_max_abs_diff=(r - g).abs().max().item(),
                first_loss={"single": ref_state["history"]["train"][0]["loss"],
                            "ranks": state["history"]["train"][0]["loss"]},
                agree=bool(g_equal and rel < 0.05))
@@ -332,9 +351,12 @@ def _nccl_available() -> bool:
 
 
 def prepare_dataset(out: Path, quick: bool) -> Path:
+    """The training sections' dataset, rendered by Cycles on the CPU: a first GPU render may spend
+    minutes compiling kernels, which this timed run cannot afford (tests/test_cuda.py renders on the
+    GPU within the tests' own time limit)."""
     from bench_train import render_dataset
 
-    return render_dataset(out, resolution=64 if quick else 512)
+    return render_dataset(out, resolution=64 if quick else 512, device="cpu")
 
 
 def render_device(data: Path) -> str | None:
@@ -366,14 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.ddp_child:
         return ddp_child(json.loads(args.ddp_child))
-    missing = missing_modules()
+    missing = missing_modules(REQUIRED)
     if missing:
         print(f"gpu_check: missing on this machine: {', '.join(missing)} (install them, or carry an "
               "environment that has them; this machine may reach no registry)", file=sys.stderr)
         return 2
     if args.prepare_data:
         if missing_modules(("bpy",)):
-            print("gpu_check: --prepare-data needs the bpy wheel (pip install -e '.[blender]')", file=sys.stderr)
+            print("gpu_check: --prepare-data needs the bpy wheel (pip install -e '.[blender]')",
+                  file=sys.stderr)
             return 2
         if args.prepare_data.exists() and any(args.prepare_data.iterdir()):
             print(f"gpu_check: {args.prepare_data} is not empty; give a new folder", file=sys.stderr)

@@ -161,7 +161,8 @@ def relit(tmp_path_factory) -> Path:
 
 
 def test_cycles_rendered_the_dataset_on_the_gpu(relit):
-    devices = {json.loads(p.read_text())["render"]["device"] for p in relit.glob("subjects/*/views/*/view.json")}
+    views = relit.glob("subjects/*/views/*/view.json")
+    devices = {json.loads(p.read_text())["render"]["device"] for p in views}
     assert devices and all(d.startswith("GPU:") for d in devices), devices
 
 
