@@ -55,7 +55,7 @@ SECTIONS = ("tests", "reconstruct", "metrics", "train", "baking", "ddp")
 REQUIRED = ("torch", "numpy", "scipy", "skimage", "trimesh", "colour", "zmq", "PIL", "matplotlib", "tqdm",
             "tensorboard", "pytest")
 """Modules the sections import; ``bpy`` is needed only to render the dataset when ``--data`` is absent."""
-TESTS_TIMEOUT_S = 240
+TESTS_TIMEOUT_S = 300
 DDP_TIMEOUT_S = 300
 
 

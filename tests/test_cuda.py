@@ -108,9 +108,6 @@ def test_ciede2000_torch_on_cuda_equals_numpy():
     np.testing.assert_allclose(lab1_t.cpu().numpy(), lab1, atol=1e-9)
     de = ciede2000_torch(lab1_t, srgb_to_lab_torch(torch.tensor(rgb2, device="cuda"))).cpu().numpy()
     np.testing.assert_allclose(de, ciede2000(lab1, lab2), atol=1e-9)
-    de32 = ciede2000_torch(torch.tensor(lab1, dtype=torch.float32, device="cuda"),
-                           torch.tensor(lab2, dtype=torch.float32, device="cuda")).cpu().numpy()
-    assert np.abs(de32 - ciede2000(lab1, lab2)).max() < 1e-2
 
 
 def _cloud(n: int, seed: int) -> np.ndarray:
@@ -145,25 +142,31 @@ def test_texture_distance_defaults_to_the_torch_engine_on_cuda_and_equals_numpy(
 
 # -- with a rendered dataset (the bpy wheel) ----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def relit(tmp_path_factory) -> Path:
-    """2 subjects x 2 views x 1 level at 128 px, rendered with Cycles on its default device (the GPU
-    when it sees one)."""
+def _render(out: Path, meshes: list[Path], views: int, resolution: int, device: str, timeout: int) -> Path:
     if not HAS_BPY:
-        pytest.skip("needs the bpy wheel to render the dataset")
-    out = tmp_path_factory.mktemp("relit") / "data"
-    cmd = [sys.executable, str(ROOT / "render_scripts" / "render_dataset.py"), "--meshes",
-           str(AVATARS / "avatar_0000.obj"), str(AVATARS / "avatar_0001.ply"), "--out", str(out),
-           "--views", "2", "--step", "180", "--levels", "clear", "--resolution", "128", "--samples", "4",
-           "--albedo-samples", "1", "--no-denoise", "--test-fraction", "0"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+        pytest.skip("needs the bpy wheel to render")
+    cmd = [sys.executable, str(ROOT / "render_scripts" / "render_dataset.py"), "--meshes", *map(str, meshes),
+           "--out", str(out), "--views", str(views), "--step", str(360 // views), "--levels", "clear",
+           "--resolution", str(resolution), "--samples", "4", "--albedo-samples", "1", "--no-denoise",
+           "--test-fraction", "0", "--device", device]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
 
-def test_cycles_rendered_the_dataset_on_the_gpu(relit):
-    views = relit.glob("subjects/*/views/*/view.json")
+@pytest.fixture(scope="module")
+def relit(tmp_path_factory) -> Path:
+    """2 subjects x 2 views x 1 level at 128 px, rendered by Cycles on the CPU (a first GPU render can
+    spend minutes compiling kernels; the GPU render has its own test)."""
+    meshes = [AVATARS / "avatar_0000.obj", AVATARS / "avatar_0001.ply"]
+    return _render(tmp_path_factory.mktemp("relit") / "data", meshes, 2, 128, "cpu", 600)
+
+
+def test_cycles_renders_on_the_gpu(tmp_path):
+    data = _render(tmp_path / "data", [AVATARS / "avatar_0001.ply"], 1, 64, "gpu", 180)
+    views = list(data.glob("subjects/*/views/*/view.json"))
     devices = {json.loads(p.read_text())["render"]["device"] for p in views}
-    assert devices and all(d.startswith("GPU:") for d in devices), devices
+    assert len(views) == 1 and all(d.startswith("GPU:") for d in devices), devices
 
 
 def test_training_loop_with_amp_on_cuda_keeps_its_scaler_state(relit, tmp_path):
