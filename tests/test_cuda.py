@@ -150,7 +150,7 @@ def _render(out: Path, meshes: list[Path], views: int, resolution: int, device: 
            "--resolution", str(resolution), "--samples", "4", "--albedo-samples", "1", "--no-denoise",
            "--test-fraction", "0", "--device", device]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]  # the renderer reports on stdout
     return out
 
 
