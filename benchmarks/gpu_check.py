@@ -52,9 +52,11 @@ for _p in (str(ROOT), str(HERE)):
         sys.path.insert(0, _p)
 
 SECTIONS = ("tests", "reconstruct", "metrics", "train", "baking", "ddp")
-REQUIRED = ("torch", "numpy", "scipy", "skimage", "trimesh", "colour", "zmq", "PIL", "matplotlib", "tqdm",
-            "tensorboard", "pytest")
-"""Modules the sections import; ``bpy`` is needed only to render the dataset when ``--data`` is absent."""
+REQUIRED = ("torch", "numpy", "scipy", "skimage", "trimesh", "colour", "zmq", "PIL", "matplotlib", "tqdm")
+"""Modules every section imports: without one of them nothing runs."""
+SECTION_NEEDS = {"tests": ("pytest",), "ddp": ("tensorboard",)}
+"""Modules only one section needs: without them that section is recorded as not available and the
+others run (``bpy`` is needed to render the dataset of train/ddp when ``--data`` is absent)."""
 TESTS_TIMEOUT_S = 300
 DDP_TIMEOUT_S = 300
 
@@ -423,9 +425,13 @@ def main(argv: list[str] | None = None) -> int:
                     "sections": {}, "notes": []}
     needs_data = {"train", "ddp"} & set(wanted)
     no_bpy = bool(missing_modules(("bpy",)))
+    skipped = {name: f"missing {', '.join(m)}" for name in wanted
+               if (m := missing_modules(SECTION_NEEDS.get(name, ())))}
     if needs_data and args.data is None and no_bpy:
-        line = ("gpu_check: no dataset for train/ddp: bpy is not installed here; pass --data DATASET "
-                "(made with --prepare-data DIR where bpy is); the other sections run")
+        for name in needs_data - set(skipped):
+            skipped[name] = "no dataset: bpy is missing; pass --data DATASET (made by --prepare-data DIR)"
+    if skipped:
+        line = "gpu_check: not run: " + "; ".join(f"{n} ({why})" for n, why in skipped.items())
         print(line, file=sys.stderr)
         report["notes"].append(line.removeprefix("gpu_check: "))
     t_all = time.perf_counter()
@@ -435,10 +441,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in wanted:
             t = time.perf_counter()
             print(f"[gpu_check] {name} ...", file=sys.stderr, flush=True)
+            section: dict = {"error": "interrupted"}
             try:
-                if name in needs_data and data is None and not no_bpy:
+                if name in skipped:
+                    section = {"status": "not available", "reason": skipped[name]}
+                    continue
+                if name in needs_data and data is None:
                     t_render = time.perf_counter()
-                    data = prepare_dataset(work / "data", args.quick)
+                    try:
+                        data = prepare_dataset(work / "data", args.quick)
+                    except Exception as exc:
+                        for other in needs_data:  # one failed render is enough: do not retry it
+                            skipped[other] = f"the dataset render failed: {type(exc).__name__}: {exc}"
+                        raise
                     report["dataset"] = {"rendered_here": True, "render_device": render_device(data),
                                          "seconds": round(time.perf_counter() - t_render, 1)}
                 if name == "tests":
@@ -450,8 +465,6 @@ def main(argv: list[str] | None = None) -> int:
                 elif name == "baking":
                     section = {"status": "not available",
                                "reason": "no UV-texture baking exists in this version (2048^2 not measured)"}
-                elif data is None:
-                    section = {"status": "not available", "reason": "no dataset (see notes)"}
                 elif name == "train":
                     section = training(args.device, args.quick, data, work / "train")
                 else:
@@ -459,10 +472,11 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one section's failure must not lose the others' figures
                 section = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"[gpu_check] {name} failed: {section['error']}", file=sys.stderr, flush=True)
-            section["section_seconds"] = round(time.perf_counter() - t, 1)
-            report["sections"][name] = section
-            report["total_seconds"] = round(time.perf_counter() - t_all, 1)
-            write_json(args.out, report)
+            finally:
+                section["section_seconds"] = round(time.perf_counter() - t, 1)
+                report["sections"][name] = section
+                report["total_seconds"] = round(time.perf_counter() - t_all, 1)
+                write_json(args.out, report)
     sections = report["sections"]
     tests = sections.get("tests", {})
     failed = [n for n, s in sections.items() if "error" in s or (n == "ddp" and s.get("agree") is False)]

@@ -125,3 +125,15 @@ def test_missing_prerequisites_and_existing_output_are_named_in_one_line(tmp_pat
     with pytest.raises(SystemExit):
         gpu_check.main(["--only", "tests,nonsense"])
     assert "unknown section(s) nonsense" in capsys.readouterr().err
+
+
+def test_a_section_whose_module_is_missing_is_recorded_and_the_others_run(tmp_path, capsys, monkeypatch):
+    gpu_check = _gpu_check()
+    monkeypatch.setattr(gpu_check, "SECTION_NEEDS", {"tests": ("no_such_module_avatex",)})
+    out = tmp_path / "report.json"
+    assert gpu_check.main(["--device", "cpu", "--only", "tests,baking", "--out", str(out)]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("gpu_check: not run")]
+    assert lines == ["gpu_check: not run: tests (missing no_such_module_avatex)"]
+    report = json.loads(out.read_text())
+    assert report["sections"]["tests"]["status"] == "not available"
+    assert report["sections"]["baking"]["status"] == "not available" and report["ok"]
