@@ -100,9 +100,11 @@ def run_cuda_tests(work: Path) -> dict:
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    failed, skipped = [], {}
+    failed, skipped, slow = [], {}, {}
     for case in suite.iter("testcase"):
         name = f"{case.get('classname')}::{case.get('name')}"
+        if float(case.get("time", 0)) >= 1.0:
+            slow[name] = round(float(case.get("time")), 1)
         for tag in ("failure", "error"):
             node = case.find(tag)
             if node is not None:
@@ -111,7 +113,7 @@ def run_cuda_tests(work: Path) -> dict:
         if node is not None:
             reason = (node.get("message") or "").removeprefix("Skipped: ")[:200]
             skipped[reason] = skipped.get(reason, 0) + 1
-    out.update(counts=counts, failed=failed, skip_reasons=skipped)
+    out.update(counts=counts, failed=failed, skip_reasons=skipped, seconds_of_tests_over_1_s=slow)
     return out
 
 
@@ -227,17 +229,21 @@ def training(device: str, quick: bool, data: Path, work: Path) -> dict:
         for sid in sorted({s for s, _, _ in items}):
             load_subject(source, sid, cfg, cache)  # the one-off per-subject cache, not timed
         torch.manual_seed(0)
-        model = PIFu(model_cfg, with_color=stage == "color").to(dev)
-        times = time_avatex(cfg, model, dev, items, cache, steps, repeats, precision)
-        best = min(times) / steps
-        rows[name] = {"s_per_step": round(best, 5), "steps_per_s": round(1 / best, 3),
-                      "points_per_s": round(batch * points / best, 1),
-                      "all_s_per_step": [round(x / steps, 5) for x in times]}
+        try:  # one case running out of memory must not lose the others
+            model = PIFu(model_cfg, with_color=stage == "color").to(dev)
+            times = time_avatex(cfg, model, dev, items, cache, steps, repeats, precision)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            rows[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            times = None
+        model = None
+        if times is not None:
+            best = min(times) / steps
+            rows[name] = {"s_per_step": round(best, 5), "steps_per_s": round(1 / best, 3),
+                          "points_per_s": round(batch * points / best, 1),
+                          "all_s_per_step": [round(x / steps, 5) for x in times]}
         if dev.type == "cuda":
             rows[name]["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2)
             torch.cuda.reset_peak_memory_stats(dev)
-        del model
-        if dev.type == "cuda":
             torch.cuda.empty_cache()
     ratios = {}
     for stage in ("color", "geometry"):
@@ -249,7 +255,7 @@ def training(device: str, quick: bool, data: Path, work: Path) -> dict:
     return {"model": "tiny (quick)" if quick else "official full size", "batch": batch,
             "points_per_item": points, "load_size": model_cfg.load_size, "workers": workers,
             "timing": f"best of {repeats} runs of {steps} steps after 1 warm-up step", "loss": "l1",
-            "cases": rows, "ratios": ratios}
+            "cases": rows, "ratios": ratios, "case_errors": sum("error" in r for r in rows.values())}
 
 
 DDP_CONFIG = {"model": "small", "stage": "color", "loss": "l1+ssim", "lr": 1e-3, "seed": 0,
@@ -479,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(args.out, report)
     sections = report["sections"]
     tests = sections.get("tests", {})
-    failed = [n for n, s in sections.items() if "error" in s or (n == "ddp" and s.get("agree") is False)]
+    failed = [n for n, s in sections.items()
+              if "error" in s or s.get("case_errors") or (n == "ddp" and s.get("agree") is False)]
     if tests.get("counts", {}).get("failures") or tests.get("counts", {}).get("errors"):
         failed.append("tests")
     report["failed_sections"] = sorted(set(failed))

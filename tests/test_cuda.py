@@ -163,7 +163,7 @@ def relit(tmp_path_factory) -> Path:
 
 
 def test_cycles_renders_on_the_gpu(tmp_path):
-    data = _render(tmp_path / "data", [AVATARS / "avatar_0001.ply"], 1, 64, "gpu", 180)
+    data = _render(tmp_path / "data", [AVATARS / "avatar_0001.ply"], 1, 64, "gpu", 120)
     views = list(data.glob("subjects/*/views/*/view.json"))
     devices = {json.loads(p.read_text())["render"]["device"] for p in views}
     assert len(views) == 1 and all(d.startswith("GPU:") for d in devices), devices

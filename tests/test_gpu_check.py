@@ -79,6 +79,7 @@ def test_quick_cpu_run_fills_every_section_with_real_numbers(tmp_path):
         assert case["steps_per_s"] > 0, name
         assert case["points_per_s"] == pytest.approx(batch * points * case["steps_per_s"], rel=0.01), name
     assert "skipped" in train["cases"]["color_fp16"]  # the GradScaler path is CUDA's
+    assert train["case_errors"] == 0
     assert set(train["ratios"]) == {"color_bf16_over_fp32", "geometry_bf16_over_fp32"}
     assert all(r > 0 for r in train["ratios"].values())
 
