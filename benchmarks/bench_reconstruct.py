@@ -116,7 +116,8 @@ def device_sweep(model: PIFu, device: str, resolutions: list[int], chunk: int) -
     """avatex's grid + marching cubes + colours on ``device`` at several resolutions (hybrid field
     evaluated directly, no lookup table)."""
     model.to(device)
-    framed = frame_subject(body_image(512), size=512)
+    size = model.config.load_size  # 512 for the official nets
+    framed = frame_subject(body_image(size), size=size)
     img, mask = (torch.from_numpy(a).to(device) for a in framed.network_input())
     calib = torch.from_numpy(canonical.calib_for_view(0.0)).float()[None].to(device)
     rows = []

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -49,22 +50,40 @@ from backend.train.source import open_source  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures" / "avatars"
 
 
-def render_dataset(out: Path) -> Path:
+def render_dataset(out: Path, resolution: int = 512, device: str = "auto") -> Path:
+    """A tiny dataset (2 sample avatars x 2 views x 1 level); ``device`` is Cycles' (auto = GPU if any)."""
     meshes = [str(FIXTURES / "avatar_0000.ply"), str(FIXTURES / "avatar_0001.obj")]
     cmd = [sys.executable, str(ROOT / "render_scripts" / "render_dataset.py"), "--meshes", *meshes,
-           "--out", str(out), "--views", "2", "--step", "180", "--levels", "clear", "--resolution", "512",
-           "--samples", "4", "--albedo-samples", "1", "--no-denoise", "--test-fraction", "0"]
+           "--out", str(out), "--views", "2", "--step", "180", "--levels", "clear", "--resolution",
+           str(resolution), "--samples", "4", "--albedo-samples", "1", "--no-denoise", "--test-fraction", "0",
+           "--device", device]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out
 
 
-def train_step(objective: Objective, optimizers: dict, batch: dict, device: torch.device) -> float:
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Precision of a timed step: fp32, or autocast to bfloat16 / float16 (float16 with a GradScaler, as the
+training loop does on CUDA)."""
+
+
+def train_step(objective: Objective, optimizers: dict, batch: dict, device: torch.device,
+               precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> float:
     batch = {k: v.to(device) for k, v in batch.items()}
-    out = objective(batch)
-    out["loss"].backward()
+    dtype = AUTOCAST[precision]
+    with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+        out = objective(batch)
+    if scaler is None:
+        out["loss"].backward()
+    else:
+        scaler.scale(out["loss"]).backward()
     for opt in optimizers.values():
-        opt.step()
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
         opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.update()
     return float(out["loss"].detach())
 
 
@@ -74,21 +93,22 @@ def _sync(device: torch.device) -> None:
 
 
 def time_avatex(cfg: TrainConfig, model: PIFu, device: torch.device, items, cache: Path, steps: int,
-                repeats: int) -> list[float]:
+                repeats: int, precision: str = "fp32") -> list[float]:
     configure_trainable(model, cfg)
     model.train()
     objective, optimizers = Objective(model, cfg), make_optimizers(model, cfg)
     dataset = TrainItems(cfg, items, model.config.load_size, cache)
     total = 1 + repeats * steps
     loader = make_loader(dataset, StepSampler(0, total, cfg.batch), cfg.workers, device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     it = iter(loader)
-    train_step(objective, optimizers, next(it), device)  # warm-up (workers start, caches load)
+    train_step(objective, optimizers, next(it), device, precision, scaler)  # warm-up (workers, caches)
     times = []
     for _ in range(repeats):
         _sync(device)
         t = time.perf_counter()
         for _ in range(steps):
-            train_step(objective, optimizers, next(it), device)
+            train_step(objective, optimizers, next(it), device, precision, scaler)
         _sync(device)
         times.append(time.perf_counter() - t)
     return times
