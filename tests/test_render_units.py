@@ -254,11 +254,3 @@ def test_cli_options_round_trip():
                          "--no-denoise", "--levels", "wild,hdri", "--shard", "1/2"])
     again = p.parse_args(["--meshes", "m.ply", "--out", "o", *options.to_argv(args)])
     assert vars(again) == vars(args)
-    assert tuple(BUILTIN_LEVELS) == options.BUILTIN_LEVEL_NAMES
-
-
-def test_reader_and_writer_agree_on_the_format():
-    from backend.data import dataset
-
-    assert (dataset.FORMAT, dataset.FORMAT_VERSION) == (layout.FORMAT, layout.FORMAT_VERSION)
-    assert dataset.MANIFEST == layout.MANIFEST
