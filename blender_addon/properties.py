@@ -1,7 +1,7 @@
 """The panels' settings, stored per scene as ``scene.avatex`` (saved with the .blend file).
 
 Only settings live here. What a running job knows (progress, loss history, connection state) is
-runtime state in :mod:`.tasks`: it must not end up in files, undo steps or another scene.
+runtime state in :mod:`.runtime` and :mod:`.tasks`: it must not end up in files, undo steps or another scene.
 """
 
 from __future__ import annotations
