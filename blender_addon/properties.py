@@ -18,14 +18,14 @@ from bpy.props import (
 
 from avatex_core import heatmap
 
+from . import audit
+
 
 def _is_mesh(self, obj) -> bool:
     return obj.type == "MESH"
 
 
 def _heatmap_metric_changed(self, context) -> None:
-    from . import audit
-
     obj = self.audit_object or context.active_object
     if obj is not None and obj.type == "MESH" and "patd" in obj.data.attributes:
         try:
