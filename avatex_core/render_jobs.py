@@ -11,8 +11,8 @@ has that subject recorded as failed and a fresh worker carries on with the rest 
 Progress: a worker appends one line per event, :data:`PREFIX` + JSON, to its own progress file; the
 worker writes them with :func:`format_event` and :meth:`DatasetRender.poll` reads them with
 :func:`parse_event_line`. Files, not pipes: polling needs no thread and never blocks, so Blender's timer
-can drive a render, on every platform. Standard library only (plus this package), so it runs in
-Blender's Python as well as the backend's.
+can drive a render, on every platform. Subprocesses and JSON over this package's settings (numpy,
+which Blender ships, is the only other import), so it runs in Blender's Python as in the backend's.
 """
 
 from __future__ import annotations

@@ -63,11 +63,11 @@ def render_options(props, subjects: list[str], out: Path) -> list[str]:
     return argv
 
 
-def _request(argv: list[str], errors: list[str]) -> jobs.RenderRequest:
+def _request(argv: list[str]) -> jobs.RenderRequest:
     parser = argparse.ArgumentParser(prog="avatex render")
     add_arguments(parser)
     try:
-        return jobs.RenderRequest.from_args(parser.parse_args(argv), report=errors.append)
+        return jobs.RenderRequest.from_args(parser.parse_args(argv))
     except jobs.RequestError as exc:
         raise ValueError(str(exc)) from None
 
@@ -92,7 +92,6 @@ class DatasetJob:
         if not props.output_dir:
             raise ValueError("choose an output folder")
         out = Path(bpy.path.abspath(props.output_dir))
-        errors: list[str] = []
         temp_dir = None
         if props.source == "FILES":
             subjects = [bpy.path.abspath(p.strip()) for p in props.files.split(";") if p.strip()]
@@ -105,14 +104,14 @@ class DatasetJob:
         try:
             if temp_dir is not None:
                 subjects = [str(p) for p in dataset_export.write_subject_blends(groups, temp_dir)]
-            render = jobs.DatasetRender(_request(render_options(props, subjects, out), errors),
-                                        worker_command())
+            request = _request(render_options(props, subjects, out))
+            render = jobs.DatasetRender(request, worker_command())
             render.start()
         except BaseException:
             if temp_dir is not None:
                 shutil.rmtree(temp_dir, ignore_errors=True)
             raise
-        self.render, self.errors, self.temp_dir = render, errors, temp_dir
+        self.render, self.errors, self.temp_dir = render, list(request.input_errors), temp_dir
         props.is_running, props.progress, props.status = True, 0.0, "starting Blender..."
         return render
 
