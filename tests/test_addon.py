@@ -87,6 +87,15 @@ def test_module_registration_list_includes_the_dataset_panel():
     assert blender_addon._MODULES.index("dataset_panel") < blender_addon._MODULES.index("panels")
 
 
+def test_one_timer_for_the_whole_addon():
+    """Only the runtime registers a timer; the Dataset render is polled from its tick."""
+    users = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "blender_addon").rglob("*.py")
+                   if "timers.register(" in p.read_text(encoding="utf-8"))
+    assert users == ["blender_addon/runtime.py"]
+    assert bpy.app.timers.is_registered(runtime.tick)
+    assert runtime.RUNTIME.dataset.running is False
+
+
 def test_idle_tick_without_a_connection_is_cheap_and_slow_paced():
     assert runtime.tick() == runtime.IDLE_INTERVAL_S
     assert runtime.RUNTIME.status_line()[0] == "Not connected"
