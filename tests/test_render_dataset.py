@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from avatex_core import canonical
+from avatex_core.lighting import PAPER_LEVELS
 from backend.data.dataset import Dataset, DatasetError
 from tests.conftest import ROOT
 from tests.test_render_meshes import (
@@ -127,7 +128,7 @@ def test_albedo_shows_the_gt_colours(rendered):
 
 def test_reader_api_and_records(rendered):
     ds = Dataset(rendered[0])
-    assert ds.levels == ["wild", "intermediate", "clear"] and ds.resolution == 96
+    assert ds.levels == list(PAPER_LEVELS) and ds.resolution == 96  # the default levels
     assert sorted(ds.split("train") + ds.split("test")) == ds.subjects()
     assert len(ds) == 5 * 4 * 3
     item = ds[5]
