@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 
 KINDS = ("point", "hdri")
+PAPER_LEVELS = ("wild", "intermediate", "clear")
+"""The three levels of the paper's tables, in their order: the default of every render and evaluation."""
 FALLOFFS = ("constant", "quadratic")
 
 

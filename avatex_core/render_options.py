@@ -1,14 +1,16 @@
 """The renderer's command-line options, shared by ``render_scripts/render_dataset.py`` and ``avatex render``.
 
-Standard library only, so that the CLI can build its parser without importing numpy or bpy.
+No bpy: the CLI and the add-on build their parsers from it without starting Blender.
 """
 
 from __future__ import annotations
 
 import argparse
 
-BUILTIN_LEVEL_NAMES = ("wild", "intermediate", "clear", "hdri")
-DEFAULT_LEVELS = "wild,intermediate,clear"
+from .lighting import BUILTIN_LEVELS, PAPER_LEVELS
+
+BUILTIN_LEVEL_NAMES = tuple(BUILTIN_LEVELS)
+DEFAULT_LEVELS = ",".join(PAPER_LEVELS)
 
 # (flag, attribute, kind) of every option a worker receives; kind: value | list | flag
 _PASS_THROUGH = (

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .lighting import BUILTIN_LEVELS, LevelSpec, level_from_dict, load_level_config
+from .lighting import BUILTIN_LEVELS, PAPER_LEVELS, LevelSpec, level_from_dict, load_level_config
 
 ENGINES = ("cycles", "eevee")
 DEVICES = ("auto", "cpu", "gpu")
@@ -52,7 +52,7 @@ class RenderSettings:
     step_deg: float = 8.0
     pitches: tuple[float, ...] = (0.0,)
     resolution: int = 512
-    levels: tuple[str, ...] = ("wild", "intermediate", "clear")
+    levels: tuple[str, ...] = PAPER_LEVELS
     level_defs: dict[str, LevelSpec] = field(default_factory=lambda: dict(BUILTIN_LEVELS))
     engine: str = "cycles"
     samples: int = 16

@@ -118,6 +118,8 @@ def run_naive(mesh: Path, settings, out: Path) -> dict:
 
 
 def main() -> None:
+    from avatex_core.render_options import DEFAULT_LEVELS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--subject", default="scan",
                    help="'scan' (default: a THuman-sized scan made from the sample avatar, ~440k triangles, "
@@ -125,7 +127,7 @@ def main() -> None:
     p.add_argument("--views", type=int, default=8)
     p.add_argument("--resolution", type=int, default=512)
     p.add_argument("--samples", type=int, default=16)
-    p.add_argument("--levels", default="wild,intermediate,clear")
+    p.add_argument("--levels", default=DEFAULT_LEVELS)
     p.add_argument("--repeat", type=int, default=1, help="alternate the two methods this many times")
     p.add_argument("--ablation", action="store_true",
                    help="also time avatex without the render region and without the BVH instance anchor")

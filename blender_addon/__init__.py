@@ -5,6 +5,8 @@ modules (the ZeroMQ client, the heatmap scale) can be imported and tested withou
 
 Sidebar (3D viewport > N > avatex): Dataset (:mod:`.dataset_panel`), Train, Reconstruct, Audit
 (:mod:`.panels`). Preferences hold the backend address, CurveZMQ keys and the local-backend launcher.
+One timer (:mod:`.runtime`) drives every job: the backend's (:mod:`.tasks`) and the dataset render
+(:mod:`.dataset_job`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import importlib
 
 # Submodules with register()/unregister(), in registration order (panels after what they draw).
-_MODULES: tuple[str, ...] = ("preferences", "properties", "operators", "tasks", "dataset_panel", "panels")
+_MODULES: tuple[str, ...] = ("preferences", "properties", "dataset_properties", "operators",
+                              "dataset_operators", "runtime", "dataset_panel", "panels")
 _registered: list[str] = []
 
 

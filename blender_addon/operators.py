@@ -1,6 +1,6 @@
 """Operators: each gathers its inputs from the scene, sends one request and returns at once.
 
-The backend's reply is handled later by the timer (:mod:`.tasks`), so no operator ever waits on the
+The backend's reply is handled later by the timer (:mod:`.runtime`), so no operator ever waits on the
 network; progress and a Cancel button appear in the panel that started the job.
 """
 
@@ -16,7 +16,8 @@ from bpy.props import EnumProperty
 
 from . import audit, images, mesh_import, tasks
 from .local_backend import LaunchError
-from .preferences import settings
+from .runtime import RUNTIME
+from .settings import settings
 
 GT_SOURCE_PROPERTY = "avatex_source"
 """Custom property holding the file a mesh object was loaded from (used by the Audit's GT "Auto")."""
@@ -38,7 +39,7 @@ class AVATEX_OT_connect(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            tasks.RUNTIME.connect(settings(context), force=True)
+            RUNTIME.connect(settings(context), force=True)
         except (ConnectionError, OSError, ValueError) as exc:
             return _fail(self, str(exc))
         return {"FINISHED"}
@@ -53,12 +54,12 @@ class AVATEX_OT_backend_start(bpy.types.Operator):
         prefs = settings(context)
         roots = [_abspath(r) for r in prefs.roots.split(os.pathsep) if r.strip()]
         try:
-            tasks.RUNTIME.local.start(_abspath(prefs.python), prefs.address, roots, _log_dir(),
+            RUNTIME.local.start(_abspath(prefs.python), prefs.address, roots, _log_dir(),
                                       extra=prefs.extra_args)
-            tasks.RUNTIME.connect(prefs, force=True)
+            RUNTIME.connect(prefs, force=True)
         except (LaunchError, ConnectionError) as exc:
             return _fail(self, str(exc))
-        self.report({"INFO"}, f"local backend started; log: {tasks.RUNTIME.local.log_path}")
+        self.report({"INFO"}, f"local backend started; log: {RUNTIME.local.log_path}")
         return {"FINISHED"}
 
 
@@ -68,7 +69,7 @@ class AVATEX_OT_backend_stop(bpy.types.Operator):
     bl_description = "Stop the backend this Blender session started"
 
     def execute(self, context):
-        tasks.RUNTIME.local.stop()
+        RUNTIME.local.stop()
         return {"FINISHED"}
 
 
@@ -88,10 +89,10 @@ class AVATEX_OT_cancel(bpy.types.Operator):
                               ("train", "Train", "")])
 
     def execute(self, context):
-        task = tasks.RUNTIME.latest(self.kind)
+        task = RUNTIME.latest(self.kind)
         if task is None or not task.active:
             return {"CANCELLED"}
-        tasks.RUNTIME.cancel(task)
+        RUNTIME.cancel(task)
         return {"FINISHED"}
 
 
@@ -104,7 +105,7 @@ class AVATEX_OT_reconstruct(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        running = tasks.RUNTIME.latest("reconstruct")
+        running = RUNTIME.latest("reconstruct")
         return running is None or not running.active
 
     def execute(self, context):
@@ -139,7 +140,7 @@ class AVATEX_OT_reconstruct(bpy.types.Operator):
                 "avatex_checkpoint": args["checkpoint"] or ""}
         task = tasks.ReconstructTask(name, tuple(context.scene.cursor.location), meta)
         try:
-            tasks.RUNTIME.submit(task, "reconstruct", args, arrays)
+            RUNTIME.submit(task, "reconstruct", args, arrays)
         except Exception as exc:  # not connected, bad keys, send queue full
             return _fail(self, f"could not send the request: {exc}")
         self.report({"INFO"}, f"reconstructing {name} on the backend…")
@@ -214,7 +215,7 @@ class AVATEX_OT_audit(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        running = tasks.RUNTIME.latest("audit")
+        running = RUNTIME.latest("audit")
         return running is None or not running.active
 
     def execute(self, context):
@@ -230,7 +231,7 @@ class AVATEX_OT_audit(bpy.types.Operator):
             return _fail(self, str(exc))
         task = tasks.AuditTask(pred.name, len(pred.data.vertices), s.heatmap_metric)
         try:
-            tasks.RUNTIME.submit(task, "evaluate", args, arrays)
+            RUNTIME.submit(task, "evaluate", args, arrays)
         except Exception as exc:
             return _fail(self, f"could not send the request: {exc}")
         return {"FINISHED"}
@@ -269,7 +270,7 @@ class AVATEX_OT_selection_error(bpy.types.Operator):
         stats = audit.selection_stats(obj)
         if stats is None:
             return _fail(self, "the active object has no audit attributes")
-        tasks.RUNTIME.selection = dict(stats, object=obj.name)
+        RUNTIME.selection = dict(stats, object=obj.name)
         return {"FINISHED"}
 
 
@@ -281,7 +282,7 @@ class AVATEX_OT_train_start(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        running = tasks.RUNTIME.latest("train")
+        running = RUNTIME.latest("train")
         return running is None or not running.active
 
     def execute(self, context):
@@ -294,7 +295,7 @@ class AVATEX_OT_train_start(bpy.types.Operator):
             config["init"] = _abspath(s.init_checkpoint)
         task = tasks.TrainTask(Path(config["out"]).name or "run", s.steps)
         try:
-            tasks.RUNTIME.submit(task, "train.start", {"config": config})
+            RUNTIME.submit(task, "train.start", {"config": config})
         except Exception as exc:
             return _fail(self, f"could not send the request: {exc}")
         return {"FINISHED"}

@@ -1,7 +1,7 @@
 """The sidebar panels (3D viewport > N > avatex): Train, Reconstruct and Audit.
 
 The Dataset panel is the renderer's (:mod:`.dataset_panel`). Drawing only reads state - settings from
-``scene.avatex``, job progress from :data:`.tasks.RUNTIME` - and never computes anything heavy:
+``scene.avatex``, job progress from :data:`.runtime.RUNTIME` - and never computes anything heavy:
 draw callbacks run on every redraw.
 """
 
@@ -16,6 +16,7 @@ from avatex_core import heatmap
 
 from . import audit, tasks
 from .preferences import draw_status
+from .runtime import RUNTIME
 
 CATEGORY = "avatex"
 
@@ -36,15 +37,15 @@ def _duration(seconds: float | None) -> str:
 def draw_connection(layout) -> None:
     row = layout.row(align=True)
     draw_status(row)
-    if tasks.RUNTIME.client is None or tasks.RUNTIME.connection_state in ("lost", "reconnecting"):
+    if RUNTIME.client is None or RUNTIME.connection_state in ("lost", "reconnecting"):
         row.operator("avatex.connect", text="", icon="FILE_REFRESH")
-    if tasks.RUNTIME.notice:
-        layout.label(text=tasks.RUNTIME.notice, icon="INFO")
+    if RUNTIME.notice:
+        layout.label(text=RUNTIME.notice, icon="INFO")
 
 
 def draw_task(layout, kind: str, cancel_text: str = "Cancel") -> tasks.Task | None:
     """Progress bar + cancel while a job runs; its outcome once it ended."""
-    task = tasks.RUNTIME.latest(kind)
+    task = RUNTIME.latest(kind)
     if task is None:
         return None
     if task.active:
@@ -102,7 +103,7 @@ class AVATEX_PT_train(_Panel, bpy.types.Panel):
         col.prop(s, "steps")
         col.prop(s, "model")
         col.prop(s, "init_checkpoint")
-        task = tasks.RUNTIME.latest("train")
+        task = RUNTIME.latest("train")
         if task is None or not task.active:
             layout.operator("avatex.train_start", icon="PLAY")
         task = draw_task(layout, "train", cancel_text="Stop training")
@@ -145,7 +146,7 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
                 col.prop(s, "mask_path")
         col.prop(s, "checkpoint")
         col.prop(s, "resolution")
-        task = tasks.RUNTIME.latest("reconstruct")
+        task = RUNTIME.latest("reconstruct")
         if task is None or not task.active:
             layout.operator("avatex.reconstruct", icon="OUTLINER_OB_ARMATURE")
         draw_task(layout, "reconstruct")
@@ -169,7 +170,7 @@ class AVATEX_PT_audit(_Panel, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(s, "k")
         row.prop(s, "space", text="")
-        task = tasks.RUNTIME.latest("audit")
+        task = RUNTIME.latest("audit")
         if task is None or not task.active:
             layout.operator("avatex.audit", icon="VIEWZOOM")
         draw_task(layout, "audit")
@@ -197,7 +198,7 @@ class AVATEX_PT_audit(_Panel, bpy.types.Panel):
         if "gt_points" in summary:
             extra.append(f"{summary['gt_points']:,} GT {summary.get('gt_kind', 'points')}")
         box.label(text="   ".join(e for e in extra if e))
-        sel = tasks.RUNTIME.selection
+        sel = RUNTIME.selection
         if obj is not None and obj.mode == "EDIT":
             sub = box.box()
             if sel and sel.get("object") == obj.name:

@@ -1,15 +1,18 @@
-"""Add-on preferences: where the backend is, how to reach it securely, and how to start one locally."""
+"""Add-on preferences: where the backend is, how to reach it securely, and how to start one locally.
+
+The UI only: the values are read through :mod:`.settings`, and the connection state drawn here comes
+from :mod:`.runtime`.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import bpy
 from bpy.props import FloatProperty, IntProperty, StringProperty
 
-ADDON_ID = __package__
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+from .runtime import RUNTIME
+from .settings import ADDON_ID, DEFAULT_ADDRESS
 
 
 class AvatexPreferences(bpy.types.AddonPreferences):
@@ -47,8 +50,6 @@ class AvatexPreferences(bpy.types.AddonPreferences):
         description="A backend silent this long is reported as lost (the add-on keeps reconnecting)")
 
     def draw(self, context):
-        from . import tasks
-
         layout = self.layout
         col = layout.column()
         col.prop(self, "address")
@@ -62,7 +63,7 @@ class AvatexPreferences(bpy.types.AddonPreferences):
         box.prop(self, "roots")
         box.prop(self, "extra_args")
         row = box.row()
-        if tasks.RUNTIME.local.running:
+        if RUNTIME.local.running:
             row.operator("avatex.backend_stop", icon="CANCEL")
         else:
             row.operator("avatex.backend_start", icon="PLAY")
@@ -75,34 +76,8 @@ class AvatexPreferences(bpy.types.AddonPreferences):
 
 def draw_status(layout) -> None:
     """One line: connected / connecting / lost, with the reason (shared by preferences and panels)."""
-    from . import tasks
-
-    text, icon = tasks.RUNTIME.status_line()
+    text, icon = RUNTIME.status_line()
     layout.label(text=text, icon=icon)
-
-
-@dataclass
-class Settings:
-    """The preference values, readable even when the add-on runs without an enabled preferences entry
-    (a source checkout whose ``register()`` was called directly, as in some tests)."""
-
-    address: str = DEFAULT_ADDRESS
-    server_key: str = ""
-    client_key: str = ""
-    python: str = ""
-    roots: str = os.path.expanduser("~")
-    extra_args: str = ""
-    tick_budget_ms: int = 15
-    timeout_s: float = 10.0
-
-
-def settings(context=None) -> Settings:
-    context = context or bpy.context
-    addon = context.preferences.addons.get(ADDON_ID)
-    prefs = getattr(addon, "preferences", None)
-    if prefs is None:
-        return Settings()
-    return Settings(**{name: getattr(prefs, name) for name in Settings.__dataclass_fields__})
 
 
 def register() -> None:

@@ -1,7 +1,7 @@
 """The panels' settings, stored per scene as ``scene.avatex`` (saved with the .blend file).
 
 Only settings live here. What a running job knows (progress, loss history, connection state) is
-runtime state in :mod:`.tasks`: it must not end up in files, undo steps or another scene.
+runtime state in :mod:`.runtime` and :mod:`.tasks`: it must not end up in files, undo steps or another scene.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from bpy.props import (
 
 from avatex_core import heatmap
 
+from . import audit
+
 
 def _is_mesh(self, obj) -> bool:
     return obj.type == "MESH"
 
 
 def _heatmap_metric_changed(self, context) -> None:
-    from . import audit
-
     obj = self.audit_object or context.active_object
     if obj is not None and obj.type == "MESH" and "patd" in obj.data.attributes:
         try:

@@ -17,7 +17,7 @@ bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
 from avatex_core import heatmap, protocol  # noqa: E402
-from blender_addon import audit, images, materials, operators, tasks  # noqa: E402
+from blender_addon import audit, images, materials, operators, runtime, tasks  # noqa: E402
 from blender_addon import mesh_import as mi  # noqa: E402
 from blender_addon.local_backend import LaunchError, LocalBackend, serve_command  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
@@ -35,8 +35,8 @@ def addon():
 @pytest.fixture(autouse=True)
 def empty_scene(addon):
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    tasks.RUNTIME.tasks.clear()
-    tasks.RUNTIME.selection = None
+    runtime.RUNTIME.tasks.clear()
+    runtime.RUNTIME.selection = None
     yield
 
 
@@ -74,7 +74,7 @@ def test_every_icon_the_ui_draws_exists():
 
     known = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
     used = set()
-    for name in ("panels.py", "preferences.py", "tasks.py"):
+    for name in ("panels.py", "preferences.py", "runtime.py", "dataset_panel.py"):
         text = (ROOT / "blender_addon" / name).read_text()
         used |= set(re.findall(r'icon="([A-Z0-9_]+)"', text))
         used |= set(re.findall(r'return \(.*, "([A-Z][A-Z0-9_]+)"\)$', text, re.MULTILINE))  # (text, icon)
@@ -87,9 +87,18 @@ def test_module_registration_list_includes_the_dataset_panel():
     assert blender_addon._MODULES.index("dataset_panel") < blender_addon._MODULES.index("panels")
 
 
+def test_one_timer_for_the_whole_addon():
+    """Only the runtime registers a timer; the Dataset render is polled from its tick."""
+    users = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "blender_addon").rglob("*.py")
+                   if "timers.register(" in p.read_text(encoding="utf-8"))
+    assert users == ["blender_addon/runtime.py"]
+    assert bpy.app.timers.is_registered(runtime.tick)
+    assert runtime.RUNTIME.dataset.running is False
+
+
 def test_idle_tick_without_a_connection_is_cheap_and_slow_paced():
-    assert tasks.tick() == tasks.IDLE_INTERVAL_S
-    assert tasks.RUNTIME.status_line()[0] == "Not connected"
+    assert runtime.tick() == runtime.IDLE_INTERVAL_S
+    assert runtime.RUNTIME.status_line()[0] == "Not connected"
 
 
 # -------------------------------------------------------------------------------------------- audit
@@ -170,18 +179,18 @@ def test_selection_error_in_edit_mode():
             v.select_set(v.index in (3, 10, 50))
         bm.select_flush_mode()
         bmesh.update_edit_mesh(obj.data)
-        assert tasks.RUNTIME._watch_selection(time.monotonic() + 10) is True
-        sel = tasks.RUNTIME.selection
+        assert runtime.RUNTIME._watch_selection(time.monotonic() + 10) is True
+        sel = runtime.RUNTIME.selection
         assert sel["selected"] == 3 and sel["object"] == obj.name
         assert sel["patd"] == pytest.approx(21.0) and sel["pipatd"] == pytest.approx(42.0)
         # Unchanged selection: nothing recomputed.
-        assert tasks.RUNTIME._watch_selection(time.monotonic() + 20) is False
+        assert runtime.RUNTIME._watch_selection(time.monotonic() + 20) is False
         bm.verts.ensure_lookup_table()
         bm.verts[50].select_set(False)
         bm.select_history.add(bm.verts[3])
         bmesh.update_edit_mesh(obj.data)
-        assert tasks.RUNTIME._watch_selection(time.monotonic() + 30) is True
-        assert tasks.RUNTIME.selection["patd"] == pytest.approx(6.5)
+        assert runtime.RUNTIME._watch_selection(time.monotonic() + 30) is True
+        assert runtime.RUNTIME.selection["patd"] == pytest.approx(6.5)
         bpy.ops.object.mode_set(mode="OBJECT")
 
 
@@ -190,7 +199,7 @@ def test_an_audit_result_waits_while_its_object_is_in_edit_mode():
     n = len(obj.data.vertices)
     bpy.context.view_layer.objects.active = obj
     task = tasks.AuditTask(obj.name, n, "patd")
-    tasks.RUNTIME.tasks.append(task)
+    runtime.RUNTIME.tasks.append(task)
     patd = np.full(n, 3.0, np.float32)
     event = protocol.Event(type="ok", id="r1", job="j1", result={"patd": {"mean": 3.0}, "k": 8},
                            arrays={"patd": patd, "pipatd": patd / 3})
@@ -198,10 +207,10 @@ def test_an_audit_result_waits_while_its_object_is_in_edit_mode():
                                    selected_editable_objects=[obj]):
         bpy.ops.object.mode_set(mode="EDIT")
         task.on_ok(event)
-        assert tasks.RUNTIME.tick(budget_s=0.05) == tasks.ACTIVE_INTERVAL_S   # paused: no busy loop
+        assert runtime.RUNTIME.tick(budget_s=0.05) == runtime.ACTIVE_INTERVAL_S   # paused: no busy loop
         assert task.paused and task.applying and "leave Edit Mode" in task.stage
         bpy.ops.object.mode_set(mode="OBJECT")
-    tasks.RUNTIME.tick(budget_s=1.0)
+    runtime.RUNTIME.tick(budget_s=1.0)
     assert task.state == tasks.DONE and not task.paused
     np.testing.assert_array_equal(mi.read_point_floats(obj.data, "patd"), patd)
     assert task.done_message() == f"{obj.name}: PATD mean 3.00"
@@ -391,12 +400,12 @@ def test_launcher_reports_why_the_backend_exited(tmp_path):
 
 
 def test_runtime_refuses_remote_addresses_without_keys():
-    from blender_addon.preferences import Settings
+    from blender_addon.settings import Settings
 
     with pytest.raises(ConnectionError, match="needs CurveZMQ keys"):
-        tasks.RUNTIME.connect(Settings(address="tcp://10.1.2.3:5555"), force=True)
-    assert tasks._is_local_address("tcp://127.0.0.1:5555") and tasks._is_local_address("ipc:///tmp/x")
-    assert not tasks._is_local_address("tcp://gpu-box:5555")
+        runtime.RUNTIME.connect(Settings(address="tcp://10.1.2.3:5555"), force=True)
+    assert runtime._is_local_address("tcp://127.0.0.1:5555") and runtime._is_local_address("ipc:///tmp/x")
+    assert not runtime._is_local_address("tcp://gpu-box:5555")
 
 
 def test_build_script_module_derives_pip_arguments_from_wheel_names():

@@ -4,7 +4,7 @@ Each test runs a scenario in a fresh Python process (bpy cannot be re-initialise
 built zip with ``bpy.ops.extensions.package_install_files`` into a throw-away user folder
 (``BLENDER_USER_RESOURCES``), enables it, makes the bundled pyzmq the one imported, and drives the
 add-on the way Blender would - operators for the buttons and direct calls of the timer callback
-``tasks.tick`` (timers never fire under the wheel). Backends are real server processes.
+``runtime.tick`` (timers never fire under the wheel). Backends are real server processes.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ sys.path.insert(0, EXT_SITE)
 PKG = "bl_ext.user_default.avatex"
 addon = importlib.import_module(PKG)
 tasks = importlib.import_module(PKG + ".tasks")
+runtime = importlib.import_module(PKG + ".runtime")
 mi = importlib.import_module(PKG + ".mesh_import")
 audit = importlib.import_module(PKG + ".audit")
 prefs = bpy.context.preferences.addons[PKG].preferences
@@ -83,7 +84,7 @@ def use(endpoint, timeout_s=10.0):
     prefs.address = endpoint
     prefs.timeout_s = timeout_s
     bpy.ops.avatex.connect()
-    tick_until(lambda: tasks.RUNTIME.connection_state == "connected", 90)
+    tick_until(lambda: runtime.RUNTIME.connection_state == "connected", 90)
 
 def tick_until(done, timeout, sleep=0.005, budget=None):
     """Call the timer callback like Blender would until done(); returns each tick's duration.
@@ -91,10 +92,10 @@ def tick_until(done, timeout, sleep=0.005, budget=None):
     durations, deadline = [], time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; connection: {tasks.RUNTIME.status_line()}; tasks: "
-                                 f"{[(t.kind, t.state, t.stage, t.message) for t in tasks.RUNTIME.tasks]}")
+            raise AssertionError(f"timed out; connection: {runtime.RUNTIME.status_line()}; tasks: "
+                                 f"{[(t.kind, t.state, t.stage, t.message) for t in runtime.RUNTIME.tasks]}")
         t0 = time.perf_counter()
-        tasks.tick() if budget is None else tasks.RUNTIME.tick(budget)
+        runtime.tick() if budget is None else runtime.RUNTIME.tick(budget)
         durations.append(time.perf_counter() - t0)
         time.sleep(sleep)
     return durations
@@ -213,7 +214,7 @@ def test_installed_extension_registers_and_is_self_contained(linux_zip, tmp_path
                 "zmq": zmq.__file__, "ext_site": EXT_SITE,
                 "protocol": avatex_core.protocol.__file__, "addon_dir": os.path.dirname(addon.__file__),
                 "torch": any(m == "torch" or m.startswith("torch.") for m in sys.modules),
-                "timer": bpy.app.timers.is_registered(tasks.tick), "disabled_cleanly": disabled,
+                "timer": bpy.app.timers.is_registered(runtime.tick), "disabled_cleanly": disabled,
                 "missing_api": missing_api,
                 "reenabled": hasattr(bpy.types.Scene, "avatex"), "dataset_panel_file":
                 os.path.exists(os.path.join(os.path.dirname(addon.__file__), "dataset_panel.py"))})
@@ -255,8 +256,8 @@ def test_audit_through_the_extension_lands_the_backends_values(linux_zip, tmp_pa
         s = bpy.context.scene.avatex
         s.audit_object, s.gt_object, s.gt_source = pred, gt, "OBJECT"
         assert bpy.ops.avatex.audit() == {"FINISHED"}
-        ticks = tick_until(lambda: not tasks.RUNTIME.latest("audit").active, 120)
-        task = tasks.RUNTIME.latest("audit")
+        ticks = tick_until(lambda: not runtime.RUNTIME.latest("audit").active, 120)
+        task = runtime.RUNTIME.latest("audit")
         # The backend's own answer to the same request, through the bundled client.
         import avatex_core.client as client_mod
         ops = importlib.import_module(PKG + ".operators")
@@ -349,8 +350,8 @@ def test_reconstruct_through_the_extension_imports_the_mesh_at_the_cursor(linux_
         s.checkpoint, s.resolution = {str(ckpt)!r}, 48
         bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
         assert bpy.ops.avatex.reconstruct() == {{"FINISHED"}}
-        tick_until(lambda: not tasks.RUNTIME.latest("reconstruct").active, 400)
-        task = tasks.RUNTIME.latest("reconstruct")
+        tick_until(lambda: not runtime.RUNTIME.latest("reconstruct").active, 400)
+        task = runtime.RUNTIME.latest("reconstruct")
         obj = bpy.data.objects.get("person")
         out = {{"state": task.state, "message": task.message, "result": task.result}}
         if obj is not None:
@@ -410,14 +411,14 @@ def test_timer_ticks_stay_bounded_while_a_million_vertex_result_streams_in(linux
         verts, tris = torus(1000)
         colors = np.random.default_rng(0).random((len(verts), 3), dtype=np.float32)
         task = tasks.ReconstructTask("streamed", (0.0, 0.0, 0.0), {})
-        tasks.RUNTIME.submit(task, "echo", {"data": "large"},
+        runtime.RUNTIME.submit(task, "echo", {"data": "large"},
                              {"vertices": verts, "faces": tris, "colors": colors})
         durations, applying, stages = [], [], []
         deadline = time.monotonic() + 300
         while task.active and time.monotonic() < deadline:
             was_applying = task.applying
             t0 = time.perf_counter()
-            tasks.tick()
+            runtime.tick()
             durations.append(time.perf_counter() - t0)
             stages.append(task.stage)
             applying.append(was_applying or task.applying)
@@ -450,13 +451,13 @@ def test_cancel_while_importing_leaves_nothing_behind(linux_zip, tmp_path):
         verts, tris = torus(300)
         before = (len(bpy.data.meshes), len(bpy.data.objects))
         task = tasks.ReconstructTask("cancelled", (0.0, 0.0, 0.0), {})
-        tasks.RUNTIME.submit(task, "echo", {}, {"vertices": verts, "faces": tris, "colors": verts * 0})
+        runtime.RUNTIME.submit(task, "echo", {}, {"vertices": verts, "faces": tris, "colors": verts * 0})
         # One step per tick, until the mesh exists in bpy.data but is not finished.
         tick_until(lambda: task.importer is not None and task.importer.mesh is not None, 120, sleep=0,
                    budget=0.0)
         assert task.applying and "cancelled" in bpy.data.meshes
         assert bpy.ops.avatex.cancel(kind="reconstruct") == {"FINISHED"}
-        tasks.tick()
+        runtime.tick()
         finish({"state": task.state, "message": task.message, "before": before,
                 "after": (len(bpy.data.meshes), len(bpy.data.objects))})
     ''', tmp_path)
@@ -470,14 +471,14 @@ def test_dropped_backend_gives_a_clear_message_and_reconnects(linux_zip, tmp_pat
         port = free_port()
         endpoint, proc = serve(port=port)
         use(endpoint, timeout_s=2.0)
-        connected = tasks.RUNTIME.status_line()
+        connected = runtime.RUNTIME.status_line()
         proc.kill()
         proc.wait(10)
         SERVERS.remove(proc)
-        tick_until(lambda: tasks.RUNTIME.connection_state in ("lost", "reconnecting"), 60, sleep=0.02)
-        lost = tasks.RUNTIME.status_line()
+        tick_until(lambda: runtime.RUNTIME.connection_state in ("lost", "reconnecting"), 60, sleep=0.02)
+        lost = runtime.RUNTIME.status_line()
         serve(port=port)
-        tick_until(lambda: tasks.RUNTIME.connection_state == "connected", 90, sleep=0.02)
+        tick_until(lambda: runtime.RUNTIME.connection_state == "connected", 90, sleep=0.02)
         # The reconnected client works: a small audit goes through.
         verts, tris = torus(20)
         gt = mi.import_mesh("gt", verts, tris, np.full((len(verts), 3), 0.5, np.float32))
@@ -485,9 +486,9 @@ def test_dropped_backend_gives_a_clear_message_and_reconnects(linux_zip, tmp_pat
         s = bpy.context.scene.avatex
         s.audit_object, s.gt_object, s.gt_source = pred, gt, "OBJECT"
         bpy.ops.avatex.audit()
-        tick_until(lambda: not tasks.RUNTIME.latest("audit").active, 120)
-        finish({"connected": connected, "lost": lost, "again": tasks.RUNTIME.status_line(),
-                "audit": tasks.RUNTIME.latest("audit").state,
+        tick_until(lambda: not runtime.RUNTIME.latest("audit").active, 120)
+        finish({"connected": connected, "lost": lost, "again": runtime.RUNTIME.status_line(),
+                "audit": runtime.RUNTIME.latest("audit").state,
                 "patd_max": float(mi.read_point_floats(pred.data, "patd").max())})
     ''', tmp_path)
     assert result["connected"][1] == "LINKED"
@@ -508,8 +509,8 @@ def test_train_start_reaches_the_backend_and_its_refusal_is_shown(linux_zip, tmp
         s = bpy.context.scene.avatex
         s.dataset, s.run_dir, s.loss, s.steps = "/etc", {str(data / "run")!r}, "l1", 10
         assert bpy.ops.avatex.train_start() == {{"FINISHED"}}
-        tick_until(lambda: not tasks.RUNTIME.latest("train").active, 120)
-        task = tasks.RUNTIME.latest("train")
+        tick_until(lambda: not runtime.RUNTIME.latest("train").active, 120)
+        task = runtime.RUNTIME.latest("train")
         finish({{"state": task.state, "message": task.message}})
     ''', tmp_path)
     assert result["state"] == "failed"
@@ -532,30 +533,30 @@ def test_curve_keys_and_the_start_local_backend_button(linux_zip, tmp_path):
         prefs.server_key = {str(keys / "server.key")!r}
         prefs.client_key = {str(tmp_path / "client" / "blender.key_secret")!r}
         bpy.ops.avatex.connect()
-        tick_until(lambda: tasks.RUNTIME.connection_state == "connected", 90)
-        with_file = tasks.RUNTIME.status_line()
+        tick_until(lambda: runtime.RUNTIME.connection_state == "connected", 90)
+        with_file = runtime.RUNTIME.status_line()
         z85 = [ln.split('"')[1] for ln in open({str(keys / "server.key")!r}) if "public-key" in ln][0]
         prefs.server_key = z85
         bpy.ops.avatex.connect()
-        tick_until(lambda: tasks.RUNTIME.connection_state == "connected", 90)
-        with_text = tasks.RUNTIME.status_line()
+        tick_until(lambda: runtime.RUNTIME.connection_state == "connected", 90)
+        with_text = runtime.RUNTIME.status_line()
         prefs.server_key = prefs.client_key = ""
         bpy.ops.avatex.connect()
-        tick_until(lambda: tasks.RUNTIME.connection_state in ("lost", "reconnecting"), 60, sleep=0.02)
-        without = tasks.RUNTIME.status_line()
+        tick_until(lambda: runtime.RUNTIME.connection_state in ("lost", "reconnecting"), 60, sleep=0.02)
+        without = runtime.RUNTIME.status_line()
         # 2. The preferences' Start local backend button runs `python -m backend serve` and connects.
         prefs.python, prefs.roots = {sys.executable!r}, {str(tmp_path)!r}
         prefs.extra_args = "--state " + {str(tmp_path / "launcher-state")!r} + " --no-resume"
         prefs.address, prefs.timeout_s = f"tcp://127.0.0.1:{{free_port()}}", 10.0
         bpy.ops.avatex.backend_start()
-        pid = tasks.RUNTIME.local.proc.pid
-        tick_until(lambda: tasks.RUNTIME.connection_state == "connected", 120, sleep=0.02)
-        launched = tasks.RUNTIME.status_line()
+        pid = runtime.RUNTIME.local.proc.pid
+        tick_until(lambda: runtime.RUNTIME.connection_state == "connected", 120, sleep=0.02)
+        launched = runtime.RUNTIME.status_line()
         bpy.ops.avatex.backend_stop()
-        tasks.RUNTIME.local.proc.wait(30)
+        runtime.RUNTIME.local.proc.wait(30)
         finish({{"with_file": with_file, "with_text": with_text, "without": without, "launched": launched,
-                 "pid": pid, "exit": tasks.RUNTIME.local.proc.returncode,
-                 "log": open(tasks.RUNTIME.local.log_path).read()}})
+                 "pid": pid, "exit": runtime.RUNTIME.local.proc.returncode,
+                 "log": open(runtime.RUNTIME.local.log_path).read()}})
     ''', tmp_path)
     assert result["with_file"][1] == "LINKED" and result["with_text"][1] == "LINKED"
     assert result["without"][1] == "ERROR"
@@ -587,7 +588,7 @@ def test_training_shows_live_progress_and_loss_curve_and_stops(linux_zip, tmp_pa
         # A short run to its end: live step / loss / ETA and the loss-curve image.
         task = tasks.TrainTask("short", 6)
         run1 = dict(config, steps=6, out={str(data / "run1")!r})
-        tasks.RUNTIME.submit(task, "train.start", {{"config": run1}})
+        runtime.RUNTIME.submit(task, "train.start", {{"config": run1}})
         seen = []
         def progressed():
             if task.step_now is not None and (not seen or seen[-1] != task.step_now):
@@ -606,7 +607,7 @@ def test_training_shows_live_progress_and_loss_curve_and_stops(linux_zip, tmp_pa
         bpy.context.scene.avatex.steps = 5000
         task = tasks.TrainTask("long", 5000)
         run2 = dict(config, steps=5000, out={str(data / "run2")!r})
-        tasks.RUNTIME.submit(task, "train.start", {{"config": run2}})
+        runtime.RUNTIME.submit(task, "train.start", {{"config": run2}})
         tick_until(lambda: task.step_now is not None and task.step_now >= 1 and task.stage == "train", 400,
                    sleep=0.02)
         assert bpy.ops.avatex.cancel(kind="train") == {{"FINISHED"}}

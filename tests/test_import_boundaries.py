@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,54 @@ def test_the_check_catches_a_violation(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("def f():\n    import torch.nn\n    from backend.x import y\n")
     assert [n for _, n in _imported_names(path)] == ["torch.nn", "backend.x"]
+
+
+def _relative_imports(pkg: str) -> dict[str, set[str]]:
+    """module -> the modules of ``pkg`` it imports, from every import statement (function-level ones
+    included: deferring an import hides a cycle from Python, not from this graph)."""
+    graph: dict[str, set[str]] = {}
+    root = ROOT / pkg
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = ".".join(parts[:-1])
+        deps = graph.setdefault(module, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
+                deps.update(n for n in names if (ROOT / Path(*n.split("."))).with_suffix(".py").exists()
+                            or (ROOT / Path(*n.split("."))).is_dir())
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if dep == node.rsplit(".", 1)[0] or dep == node:
+                continue  # a module's own package, whose __init__ ran first
+            if state.get(dep) == "open":
+                found.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return found
+
+
+def test_the_addon_has_no_import_cycle():
+    graph = _relative_imports("blender_addon")
+    assert "blender_addon.runtime" in graph["blender_addon.preferences"]  # the graph sees real edges
+    assert "blender_addon.render.loop" in graph["blender_addon.render.runner"]  # function-level ones too
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}}) == [["p.a", "p.b", "p.c", "p.a"]]

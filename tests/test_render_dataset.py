@@ -4,12 +4,18 @@ bad input among good input, resume and settings checks. Real Blender (bpy wheel)
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from avatex_core import canonical
+from avatex_core.lighting import PAPER_LEVELS
 from backend.data.dataset import Dataset, DatasetError
+from tests.conftest import ROOT
 from tests.test_render_meshes import (
     avatar,
     broken_files,
@@ -122,7 +128,7 @@ def test_albedo_shows_the_gt_colours(rendered):
 
 def test_reader_api_and_records(rendered):
     ds = Dataset(rendered[0])
-    assert ds.levels == ["wild", "intermediate", "clear"] and ds.resolution == 96
+    assert ds.levels == list(PAPER_LEVELS) and ds.resolution == 96  # the default levels
     assert sorted(ds.split("train") + ds.split("test")) == ds.subjects()
     assert len(ds) == 5 * 4 * 3
     item = ds[5]
@@ -220,3 +226,25 @@ def test_images_are_rgba_with_a_transparent_background(rendered):
         img = read_rgba(ds.view_dir("avatar_0000", 0) / f"{level}.png")
         assert img[0, 0, 3] == 0 and img[:, :, 3].max() == 255
         assert (img[..., 3] == 0).mean() > 0.5  # most of the frame is background
+
+
+def test_relative_paths_from_another_folder(tmp_path):
+    """Workers run in the repository root: --meshes, --out and --light-config relative to the caller's
+    folder must still name the caller's files (a relative --out once failed on its subject list)."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(avatar("avatar_0001", ".ply"), tmp_path / "in" / "person.ply")
+    (tmp_path / "levels.toml").write_text("[levels.top]\nposition = [0.0, 3.0, 0.5]\nambient = 0.3\n"
+                                          "diffuse = 0.5\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["--meshes", "in/person.ply", "--out", "ds", "--views", "2", "--step", "180", "--resolution", "64",
+            "--samples", "1", "--levels", "clear,top", "--light-config", "levels.toml"]
+    proc = subprocess.run([sys.executable, "-m", "backend", "render", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 images rendered (2 views)" in proc.stdout
+    ds = Dataset(tmp_path / "ds")
+    assert ds.subjects() == ["person"] and ds.views_of("person") == [0, 1]
+    for view in (0, 1):
+        for name in ("albedo.png", "clear.png", "top.png"):
+            assert read_rgba(ds.view_dir("person", view) / name).shape == (64, 64, 4)
+    assert not (ROOT / "ds").exists() and not (ROOT / "in").exists()

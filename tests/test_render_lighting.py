@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatex_core.lighting import linear_to_srgb, srgb_to_linear
+from avatex_core.lighting import PAPER_LEVELS, linear_to_srgb, srgb_to_linear
 from backend.data.dataset import Dataset
 from tests.test_render_meshes import read_rgba, render, sphere_ply
 
@@ -95,7 +95,7 @@ def test_levels_order_as_designed(sphere):
     """wild darkest on the shadow side, clear the most even, in every view."""
     for view in sphere.views_of("white"):
         stats = {lv: _shadow_and_range(sphere.image("white", view, lv))
-                 for lv in ("wild", "intermediate", "clear")}
+                 for lv in PAPER_LEVELS}
         assert stats["wild"][0] < stats["intermediate"][0] < stats["clear"][0], stats
         assert stats["clear"][1] < stats["intermediate"][1] and stats["clear"][1] < stats["wild"][1], stats
         # The shadow side of the wild light sits at the sampled ambient level.

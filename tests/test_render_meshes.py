@@ -5,18 +5,17 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from avatex_core.render_jobs import parse_event_line
 from tests.conftest import FIXTURES, ROOT
 
 SCRIPT = ROOT / "render_scripts" / "render_dataset.py"
 AVATARS = FIXTURES / "avatars"
-PREFIX = "@avatex "
 
 
 def avatar(name: str = "avatar_0000", suffix: str = ".obj") -> Path:
@@ -96,7 +95,7 @@ def broken_files(folder: Path) -> list[Path]:
 
 
 def events_of(stdout: str) -> list[dict]:
-    return [json.loads(line[len(PREFIX):]) for line in stdout.splitlines() if line.startswith(PREFIX)]
+    return [e for e in map(parse_event_line, stdout.splitlines()) if e is not None]
 
 
 def render(args: list[str], timeout: float = 600) -> tuple[int, list[dict], str]:

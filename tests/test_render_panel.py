@@ -1,4 +1,4 @@
-"""The add-on's Dataset panel: the operator starts a background Blender, the timer callback (called
+"""The add-on's Dataset panel: the operator starts a background Blender, the add-on's one timer (called
 directly: timers never fire under the bpy wheel) follows its progress, cancel stops it, a re-run resumes."""
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ bpy = pytest.importorskip("bpy")
 
 @pytest.fixture(scope="module")
 def panel():
-    """The registered Dataset panel module: ours, or the one another test registered (add-on or built
-    extension), whose timer callback and job are then the ones the operator uses."""
+    """The runtime module of the registered add-on: ours, or the one another test registered (source
+    add-on or built extension), whose timer and dataset job the operators then use."""
     import importlib
 
-    from blender_addon import dataset_panel
+    import blender_addon
 
     registered = getattr(bpy.types, "AVATEX_OT_render_dataset", None)
     if registered is not None and hasattr(bpy.types.Scene, "avatex_dataset"):
-        yield importlib.import_module(registered.__module__)
+        yield importlib.import_module(registered.__module__.rsplit(".", 1)[0] + ".runtime")
         return
-    dataset_panel.register()
-    yield dataset_panel
-    dataset_panel.unregister()
+    blender_addon.register()
+    yield importlib.import_module("blender_addon.runtime")
+    blender_addon.unregister()
 
 
 @pytest.fixture
@@ -48,10 +48,11 @@ def props(panel, tmp_path):
 
 
 def _wait(panel, until=None, timeout: float = 300.0) -> None:
-    """Drive the timer callback like Blender would, until the job ends (or ``until()`` holds)."""
+    """Drive the add-on's one timer like Blender would, until the dataset job ends (or ``until()``)."""
     deadline = time.monotonic() + timeout
-    while panel.poll_render_job() is not None:
-        if until is not None and until():
+    while True:
+        panel.tick()
+        if not panel.RUNTIME.dataset.running or (until is not None and until()):
             return
         assert time.monotonic() < deadline, "dataset render did not finish"
         time.sleep(0.1)
@@ -134,8 +135,8 @@ def test_each_child_collection_is_a_subject(panel, props):
 def test_cancel_keeps_finished_views_and_a_rerun_resumes(panel, props):
     props.views, props.step = 6, 60.0
     assert bpy.ops.avatex.render_dataset() == {"FINISHED"}
-    job = panel.current_job()
-    _wait(panel, until=lambda: job.done_images >= 5)  # past the first view (4 images per view)
+    job = panel.RUNTIME.dataset.render
+    _wait(panel, until=lambda: job.rendered_images >= 5)  # past the first view (4 images per view)
     assert bpy.ops.avatex.cancel_dataset() == {"FINISHED"}
     _wait(panel)
     assert "cancelled" in props.status and not props.is_running

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from avatex_core import dataset_layout as layout
+from avatex_core.render_jobs import VIEW_DONE, parse_event_line
 from backend.data.dataset import Dataset
 from tests.conftest import ROOT
-from tests.test_render_meshes import PREFIX, SCRIPT, avatar, read_rgba, render
+from tests.test_render_meshes import SCRIPT, avatar, events_of, read_rgba, render
 
 pytestmark = pytest.mark.blender
 
@@ -73,9 +74,9 @@ def test_killed_run_resumes_to_the_same_dataset(mesh, reference, tmp_path):
     views_done = images = 0
     try:
         for line in proc.stdout:
-            if not line.startswith(PREFIX):
+            event = parse_event_line(line)
+            if event is None:
                 continue
-            event = json.loads(line[len(PREFIX):])
             views_done += event["event"] == "view_done"
             images += event["event"] == "image"
             if views_done >= 2 and event["event"] == "image":
@@ -124,7 +125,7 @@ def test_shards_sharing_a_folder_make_the_same_dataset(mesh, reference, tmp_path
     for p in procs:
         stdout, _ = p.communicate(timeout=600)
         assert p.returncode == 0, stdout
-        rendered.append(sum(line.startswith(PREFIX + '{"event":"view_done"') for line in stdout.splitlines()))
+        rendered.append(sum(e["event"] == VIEW_DONE for e in events_of(stdout)))
     assert sorted(rendered) == [3, 3]  # disjoint halves of the 6 views
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["subjects"]) == ["avatar_0002"] and manifest["failed"] == {}

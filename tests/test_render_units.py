@@ -1,4 +1,5 @@
-"""The renderer's pure parts (no Blender): lighting levels and calibration, settings, dataset layout."""
+"""The renderer's pure parts (no Blender): lighting levels and calibration, settings, dataset layout, and
+the render library API's event lines and requests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from avatex_core import dataset_layout as layout
 from avatex_core import lighting
+from avatex_core import render_jobs as jobs
 from avatex_core import render_options as options
 from avatex_core.lighting import (
     BUILTIN_LEVELS,
@@ -254,11 +256,69 @@ def test_cli_options_round_trip():
                          "--no-denoise", "--levels", "wild,hdri", "--shard", "1/2"])
     again = p.parse_args(["--meshes", "m.ply", "--out", "o", *options.to_argv(args)])
     assert vars(again) == vars(args)
-    assert tuple(BUILTIN_LEVELS) == options.BUILTIN_LEVEL_NAMES
 
 
-def test_reader_and_writer_agree_on_the_format():
-    from backend.data import dataset
+def test_event_lines_round_trip_and_other_lines_are_not_events():
+    event = {"event": "image", "subject": "a b", "view": 3, "level": "wild", "seconds": 0.25}
+    line = jobs.format_event(event)
+    assert line.startswith(jobs.PREFIX) and "\n" not in line
+    assert jobs.parse_event_line(line) == event
+    assert jobs.parse_event_line(line + "\n") == event
+    for other in ("Fra:1 Mem:12.45M | Synchronizing object", jobs.PREFIX + '{"event":"image","sub',
+                  jobs.PREFIX + "[1, 2]", jobs.PREFIX + '{"no_kind": 1}', "", line[1:]):
+        assert jobs.parse_event_line(other) is None, other
 
-    assert (dataset.FORMAT, dataset.FORMAT_VERSION) == (layout.FORMAT, layout.FORMAT_VERSION)
-    assert dataset.MANIFEST == layout.MANIFEST
+
+def _render_args(argv):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    options.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_request_paths_are_absolute_whatever_the_callers_folder(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.ply").write_text("ply\n")
+    (tmp_path / "levels.json").write_text(json.dumps({"levels": {"top": {"position": [0, 3, 0.5]}}}))
+    monkeypatch.chdir(tmp_path)
+    args = _render_args(["--meshes", "in", "--out", "ds", "--levels", "clear,top", "--light-config",
+                         "levels.json", "--views", "2"])
+    request = jobs.RenderRequest.from_args(args, workers=2)
+    assert request.files == (tmp_path / "in" / "a.ply",) and request.out == tmp_path / "ds"
+    assert request.settings.levels == ("clear", "top") and request.settings.views == 2
+    config = request.options[request.options.index("--light-config") + 1]
+    assert config == str(tmp_path / "levels.json")
+    assert request.options[request.options.index("--threads") + 1] != "0"  # cores split over 2 workers
+    assert args.light_config == "levels.json" and args.threads == 0  # the caller's namespace is untouched
+
+
+def test_request_errors_name_the_problem(tmp_path):
+    good = str(tmp_path / "a.ply")
+    (tmp_path / "a.ply").write_text("ply\n")
+    cases = [(["--meshes", good, "--out", "o"], {"workers": 0}, "--workers must be >= 1, got 0"),
+             (["--meshes", good, "--out", "o", "--levels", "wild,sunny"], {},
+              "unknown lighting level 'sunny'"),
+             (["--meshes", good, "--out", "o", "--shard", "2/2"], {}, "--shard"),
+             (["--meshes", str(tmp_path / "none.obj"), "--out", "o"], {}, "none.obj: no such file")]
+    for argv, kwargs, message in cases:
+        with pytest.raises(jobs.RequestError, match=message):
+            jobs.RenderRequest.from_args(_render_args(argv), **kwargs)
+    heard: list[str] = []
+    (tmp_path / "notes.txt").write_text("x")
+    request = jobs.RenderRequest.from_args(
+        _render_args(["--meshes", good, str(tmp_path / "notes.txt"), "--out", "o"]), report=heard.append)
+    assert len(heard) == 1 and "unsupported subject type '.txt'" in heard[0]
+    assert request.input_errors == tuple(heard) and request.files == (tmp_path / "a.ply",)
+
+
+@pytest.mark.parametrize("fields,code", [
+    ({}, 0), ({"failed": {"s": "broken"}}, 1), ({"input_errors": ("x: no such file",)}, 1),
+    ({"fatal": ("EEVEE renders need a GPU",), "rendered_images": 0}, 2),
+    ({"fatal": ("worker 1 exited with code 3",)}, 1), ({"cancelled": True}, 130)])
+def test_summary_exit_codes(fields, code):
+    base = {"rendered_images": 8, "rendered_views": 2, "skipped_views": 0, "failed": {}, "input_errors": (),
+            "fatal": (), "wall_seconds": 4.0}
+    summary = jobs.RenderSummary(**{**base, **fields})
+    assert summary.exit_code == code
+    assert summary.to_dict()["images_per_minute"] == round(summary.rendered_images / 4.0 * 60, 2)

@@ -24,11 +24,8 @@ from typing import Any
 import numpy as np
 
 from avatex_core.canonical import Normalization
+from avatex_core.dataset_layout import FORMAT, FORMAT_VERSION, MANIFEST, SUBJECT_JSON, VIEW_JSON, VIEWS
 from backend.errors import InputError
-
-FORMAT = "avatex-dataset"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 class DatasetError(InputError):
@@ -105,7 +102,7 @@ class Dataset:
         failed = self.manifest.get("failed") or {}
         out = {}
         for sid, entry in sorted(self.manifest.get("subjects", {}).items()):
-            if sid not in failed and (self.root / entry["dir"] / "subject.json").is_file():
+            if sid not in failed and (self.root / entry["dir"] / SUBJECT_JSON).is_file():
                 out[sid] = entry
         return out
 
@@ -137,7 +134,7 @@ class Dataset:
 
     def subject_info(self, sid: str) -> dict[str, Any]:
         """``subject.json``: source file, normalisation, GT mesh files and counts."""
-        return _read_json(self.subject_dir(sid) / "subject.json", "subject record")
+        return _read_json(self.subject_dir(sid) / SUBJECT_JSON, "subject record")
 
     def normalization(self, sid: str) -> Normalization:
         """Source-file coordinates -> canonical space, as the renderer applied it."""
@@ -170,10 +167,10 @@ class Dataset:
         return int(view)
 
     def view_dir(self, sid: str, view: int | str) -> Path:
-        return self.subject_dir(sid) / "views" / self._views[self._view_index(view)]["name"]
+        return self.subject_dir(sid) / VIEWS / self._views[self._view_index(view)]["name"]
 
     def _record_ok(self, sid: str, k: int) -> bool:
-        path = self.view_dir(sid, k) / "view.json"
+        path = self.view_dir(sid, k) / VIEW_JSON
         if not path.is_file():
             return False
         try:
@@ -192,7 +189,7 @@ class Dataset:
         k = self._view_index(view)
         key = (sid, k)
         if key not in self._records:
-            self._records[key] = _read_json(self.view_dir(sid, k) / "view.json", "view record")
+            self._records[key] = _read_json(self.view_dir(sid, k) / VIEW_JSON, "view record")
         return self._records[key]
 
     def items(self, split: str | None = None, levels: list[str] | None = None) -> list[Item]:

@@ -8,7 +8,6 @@ rounding).
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from avatex_core.atomic import write_json, write_with
+from avatex_core.render_jobs import parse_event_line
 from backend.blender import blender_command
 from backend.errors import AvatexError, CancelledError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "render_scripts" / "render_views.py"
-PREFIX = "@avatex "
 
 
 class RenderError(AvatexError):
@@ -65,11 +64,8 @@ def run_render_job(job: dict[str, Any], job_path: str | Path, *, blender: str | 
         for line in proc.stdout:
             if should_stop is not None and should_stop():
                 raise CancelledError("rendering cancelled")
-            if not line.startswith(PREFIX):
-                continue
-            try:
-                event = json.loads(line[len(PREFIX):])
-            except ValueError:
+            event = parse_event_line(line)
+            if event is None:
                 continue
             kind = event.get("event")
             if kind == "plan":

@@ -11,9 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from avatex_core.lighting import PAPER_LEVELS
 from backend.errors import InputError
 
-LEVELS = ("wild", "intermediate", "clear")
+LEVELS = PAPER_LEVELS
 BASELINE_LEVEL = "clear"
 
 

@@ -335,7 +335,8 @@ def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str
         if source["kind"] != "dataset":
             stage("render", stages.dataset_complete(paths.data, b.subjects, b.views),
                   lambda: stages.render_dataset(mesh_list, paths.data, b, seed, b.test_subjects,
-                                                threads=0))
+                                                threads=0, should_stop=should_stop,
+                                                progress=lambda f, i: report("render", f, i)))
             ds = stages.check_dataset(paths.data)
             levels = list(ds.levels)
 

@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from avatex_core.atomic import atomic_path
+from avatex_core.lighting import PAPER_LEVELS
 
 COLORS = {"baseline": "#7f7f7f", "l1": "#1f77b4", "ssim": "#d62728", "geometry": "#2ca02c"}
-LEVEL_ORDER = ("wild", "intermediate", "clear")
+LEVEL_ORDER = PAPER_LEVELS
 
 
 def _history(run: Path) -> dict:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from avatex_core.atomic import write_text
+from avatex_core.lighting import PAPER_LEVELS
 from backend.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ LABELS = {"baseline": "Baseline (clear, L1)", "l1": "Fine-tuned (L1)",
           "ssim": "Fine-tuned (patch-SSIM)"}
 SEED_LABELS = {"baseline": "Baseline PIFu", "l1": "Fine-tuned PIFu (L1)",
                "ssim": "Fine-tuned PIFu (patch-SSIM)"}
-LEVELS = ("wild", "intermediate", "clear")
+LEVELS = PAPER_LEVELS
 
 SEED_TABLE: dict[str, dict[str, dict[str, float]]] = {
     "baseline": {"wild": {"patd": 18.78, "pipatd": 16.09}, "intermediate": {"patd": 16.33, "pipatd": 13.73},

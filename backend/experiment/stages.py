@@ -2,8 +2,9 @@
 already complete, so a killed experiment re-run continues where it stopped.
 
 * :func:`synthesize_avatars` - sample avatars (``backend.data.synth``), skipped per finished avatar;
-* :func:`render_dataset` - the relit dataset through ``avatex render``'s machinery (finished views are
-  skipped by the renderer itself), with an exact held-out share (:func:`held_out_fraction`);
+* :func:`render_dataset` - the relit dataset through the render library API, as ``avatex render``
+  does (finished views are skipped by the renderer itself), with an exact held-out share
+  (:func:`held_out_fraction`);
 * :func:`train_run` - one ``run_training`` run: skipped when its last checkpoint is at the planned step,
   resumed (``resume=True``) from its last checkpoint otherwise;
 * :func:`export_checkpoint` - a training checkpoint without optimiser state, for shipping and evaluation.
@@ -20,6 +21,8 @@ from typing import Any
 
 from backend.errors import CancelledError, InputError
 from backend.experiment.budgets import BASELINE_LEVEL, Budget
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Progress = Callable[[str, float, dict], None]
 StopFn = Callable[[], bool]
@@ -79,12 +82,12 @@ def held_out_fraction(subject_ids: Sequence[str], test_count: int, seed: int) ->
 
 def render_arguments(meshes: Sequence[Path], out: Path, budget: Budget, seed: int, test_fraction: float,
                      threads: int = 0) -> list[str]:
-    """``avatex render`` arguments for the budget's dataset."""
+    """``avatex render`` options (``avatex_core.render_options``) for the budget's dataset."""
     argv = ["--meshes", *map(str, meshes), "--out", str(out), "--views", str(budget.views),
             "--step", str(budget.step_deg), "--levels", ",".join(budget.levels),
             "--resolution", str(budget.resolution), "--samples", str(budget.samples),
             "--albedo-samples", str(budget.albedo_samples), "--seed", str(seed),
-            "--test-fraction", repr(test_fraction), "--workers", "1", "--threads", str(threads)]
+            "--test-fraction", repr(test_fraction), "--threads", str(threads)]
     if not budget.denoise:
         argv.append("--no-denoise")
     return argv
@@ -105,22 +108,37 @@ def dataset_complete(root: Path, subjects: int, views: int) -> bool:
 
 
 def render_dataset(meshes: Sequence[Path], out: Path, budget: Budget, seed: int, test_count: int,
-                   threads: int = 0) -> None:
-    """Render (or finish rendering) the relit dataset with ``avatex render``'s machinery."""
+                   threads: int = 0, *, progress: Callable[[float, dict], None] | None = None,
+                   should_stop: StopFn | None = None) -> None:
+    """Render (or finish rendering) the relit dataset with the render library API, as ``avatex render``
+    does; ``progress(fraction, info)`` follows the images."""
     from avatex_core import dataset_layout as layout
-    from backend.cli import render as render_cli
+    from avatex_core import render_jobs as jobs
+    from avatex_core.render_options import add_arguments
+    from backend.blender import blender_command
 
     ids = layout.subject_ids(list(meshes))
     fraction = held_out_fraction(ids, test_count, seed)
     parser = argparse.ArgumentParser(prog="avatex render")
-    render_cli.configure(parser)
+    add_arguments(parser)
     args = parser.parse_args(render_arguments(meshes, out, budget, seed, fraction, threads))
-    code = render_cli.run(args)
-    if code == 130:
+    try:
+        request = jobs.RenderRequest.from_args(args)
+    except jobs.RequestError as exc:
+        raise InputError(f"cannot render the dataset: {exc}") from None
+    render = jobs.DatasetRender(request, blender_command("render_dataset.py"), cwd=ROOT)
+
+    def follow(event: jobs.RenderEvent) -> None:
+        if progress is not None and event.kind in (jobs.IMAGE, jobs.PLAN):
+            progress(render.fraction, {"images": render.rendered_images, "of": render.total_images,
+                                       "detail": render.subject})
+
+    summary = render.run(follow, should_stop)
+    if summary.cancelled:
         raise CancelledError("rendering interrupted; run the same command again to resume")
-    if code not in (0, 1):
-        raise InputError(f"rendering the dataset failed (avatex render exited with {code}); "
-                         f"see {out / 'logs'}")
+    if summary.exit_code not in (0, 1):
+        raise InputError(f"rendering the dataset failed ({'; '.join(summary.fatal) or 'no images'}); "
+                         f"see {request.out / 'logs'}")
 
 
 def check_dataset(root: Path) -> Any:

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from avatex_core.atomic import write_text
+from avatex_core.lighting import PAPER_LEVELS
 from backend.errors import InputError
 
-LEVELS = ("wild", "intermediate", "clear")
+LEVELS = PAPER_LEVELS
 METRICS = ("patd", "pipatd")
 METRIC_LABELS = {"patd": "PATD", "pipatd": "PIPATD"}
 

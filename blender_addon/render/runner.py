@@ -1,15 +1,15 @@
 """Headless entry: render a dataset (or this worker's share of it) inside one Blender process.
 
 Used by ``render_scripts/render_dataset.py`` (``blender -b -P ... -- ARGS`` or ``python ... ARGS`` with
-the bpy wheel), by ``avatex render`` (which runs several of these as workers) and by the add-on's
-Dataset panel (a background Blender). Progress goes out as JSON lines prefixed with ``@avatex `` on the
-original stdout; Blender's own chatter is redirected to a log file so that it cannot interleave.
+the bpy wheel) and, as the workers of ``avatex_core.render_jobs.DatasetRender``, by ``avatex render``,
+the experiment and the add-on's Dataset panel. Progress goes out as the event lines of
+:mod:`avatex_core.render_jobs` (or short human lines) on the original stdout, and to ``--progress-file``;
+Blender's own chatter is redirected to a log file so that it cannot interleave.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -19,14 +19,13 @@ from typing import Any
 
 from avatex_core import dataset_layout as layout
 from avatex_core.lighting import LevelError
+from avatex_core.render_jobs import format_event
 from avatex_core.render_options import add_arguments
 from avatex_core.render_settings import SettingsError, settings_from_args
 
-PREFIX = "@avatex "
-
 
 class Reporter:
-    """Writes progress events as JSON lines (``jsonl``) or short human lines (``text``)."""
+    """Writes progress events as event lines (``jsonl``) or short human lines (``text``)."""
 
     def __init__(self, stream, mode: str) -> None:
         self.stream = stream
@@ -34,7 +33,7 @@ class Reporter:
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.mode == "jsonl":
-            line = PREFIX + json.dumps(event, separators=(",", ":"))
+            line = format_event(event)
         else:
             line = _human(event)
             if line is None:
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-subjects", nargs="*", default=[], metavar="ID", help="subject ids to leave out")
     p.add_argument("--progress", choices=("text", "jsonl"), default="text")
     p.add_argument("--progress-file", metavar="FILE",
-                   help="also append progress as JSON lines to FILE (read by the add-on's timer)")
+                   help="also append progress as event lines to FILE (read by avatex_core.render_jobs)")
     p.add_argument("--log", metavar="FILE", help="Blender's output (default DATASET/logs/render-*.log)")
     p.add_argument("--rerender", nargs=4, metavar=("SUBJECT", "VIEW", "LEVEL", "OUT"),
                    help="render one stored image again from its records into OUT, then exit")
