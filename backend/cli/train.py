@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import signal
 
+    from avatex_core.progress import Progress
     from backend.train import run_training
 
     config = build_config(args)
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = run_training(config, should_stop=lambda: stop["requested"])
+        result = run_training(config, progress=Progress(should_stop=lambda: stop["requested"]))
     finally:
         signal.signal(signal.SIGINT, previous)
     if int(os.environ.get("RANK", "0")) == 0:

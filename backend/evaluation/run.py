@@ -28,7 +28,6 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,9 @@ import torch
 
 from avatex_core import canonical
 from avatex_core.atomic import write_json
+from avatex_core.progress import NULL, Progress
 from backend.data.dataset import Dataset
-from backend.errors import CancelledError, InputError
+from backend.errors import InputError
 from backend.evaluation import tables
 from backend.evaluation.framing import reconstruction_to_canonical
 from backend.evaluation.models import LoadedModel, group_by_geometry, load_model, unique_slugs
@@ -47,9 +47,6 @@ from backend.evaluation.render import run_render_job, write_render_mesh
 from backend.evaluation.views import compare_renders, novel_views
 from backend.meshio import ColoredMesh, save_mesh
 from backend.models import PIFu
-
-ProgressFn = Callable[[str, float, dict], None]
-StopFn = Callable[[], bool]
 
 FORMAT = "avatex-evaluation"
 FORMAT_VERSION = 1
@@ -255,7 +252,7 @@ def evaluate_runs(models: dict[str, str | Path], data: str | Path | Dataset, *, 
                   levels: list[str] | None = None, views: list[int] | None = None, resolution: int = 256,
                   k: int = 8, device: str | torch.device | None = None, image_metrics: bool = True,
                   novel_views: int = 4, out_dir: str | Path | None = None, keep_meshes: bool = False,
-                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                  progress: Progress = NULL,
                   geometry_samples: int = GEOMETRY_SAMPLES, gt_samples: int | None = None,
                   render_samples: int | None = None, blender: str | None = None,
                   lpips: bool = True) -> Evaluation:
@@ -269,19 +266,17 @@ def evaluate_runs(models: dict[str, str | Path], data: str | Path | Dataset, *, 
     samples a *textured* GT is compared with (default 1M); vertex-coloured GTs use their vertices.
     ``render_samples``: Cycles samples (default: the dataset's albedo samples). ``blender``: a Blender
     executable for the renders (default: this Python's bpy). Progress stages: ``load``,
-    ``reconstruct``, ``render``, ``done``; ``should_stop`` cancels between steps (CancelledError).
+    ``reconstruct``, ``render``, ``done``; cancelling ``progress`` stops between steps (CancelledError).
     """
     from backend.models.device import resolve_device
 
     t_start = time.perf_counter()
 
     def report(stage: str, fraction: float, info: dict | None = None) -> None:
-        if progress is not None:
-            progress(stage, float(min(max(fraction, 0.0), 1.0)), info or {})
+        progress.report(stage, fraction, **(info or {}))
 
     def check_stop() -> None:
-        if should_stop is not None and should_stop():
-            raise CancelledError("evaluation cancelled")
+        progress.check("evaluation cancelled")
 
     if not models:
         raise InputError("no models to evaluate")
@@ -417,7 +412,7 @@ def evaluate_runs(models: dict[str, str | Path], data: str | Path | Dataset, *, 
                                           resolution=resolution, k=k, device=dev,
                                           geometry_samples=geometry_samples, work=work, slugs=slugs,
                                           image_metrics=image_metrics, out=out,
-                                          keep_meshes=keep_meshes, stats=stats, should_stop=should_stop)
+                                          keep_meshes=keep_meshes, stats=stats, progress=progress)
                     entries.update(new)
                     save()
                 for m in group:
@@ -429,9 +424,9 @@ def evaluate_runs(models: dict[str, str | Path], data: str | Path | Dataset, *, 
                 _render_and_compare(pending_render, entries, ds, work=work, slugs=slugs,
                                     novel=novel_views, samples=settings["render_samples"], blender=blender,
                                     lpips=bool(lpips), device=dev, keep=keep_meshes and out is not None,
-                                    out=out, stats=stats, should_stop=should_stop,
-                                    report=lambda stage, f, info, g=g_index: report(
-                                        stage, overall(g, "render", f), info))
+                                    out=out, stats=stats,
+                                    progress=progress.sub(overall(g_index, "render", 0.0),
+                                                          overall(g_index, "render", 1.0)))
                 save()
         stats["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
         for key in seconds:
@@ -478,7 +473,7 @@ def _resumable_entries(path: Path, settings: dict, identities: dict[str, str]) -
 def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Dataset, subj: _Subject, sid: str,
                     view: int, level: str, *, resolution: int, k: int, device: torch.device,
                     geometry_samples: int, work: Path, slugs: dict[str, str], image_metrics: bool,
-                    out: Path | None, keep_meshes: bool, stats: dict, should_stop: StopFn | None
+                    out: Path | None, keep_meshes: bool, stats: dict, progress: Progress
                     ) -> dict:
     """Reconstruct one input image once for a geometry group and score every model of ``todo``."""
     from backend.metrics import geometry_metrics, texture_distance
@@ -495,7 +490,7 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
     t = time.perf_counter()
     try:
         rec = reconstruct(leader.model, rgba[..., :3], rgba[..., 3], resolution=resolution, device=device,
-                          should_stop=should_stop)
+                          progress=progress.muted())
     except InputError as exc:  # e.g. a field that never crosses 0.5: no surface
         seconds["reconstruct"] += time.perf_counter() - t
         return {_item_key(m.name, sid, view, level): {"model": m.name, **base, "error": str(exc)}
@@ -523,8 +518,7 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
         if m is leader:
             colors = rec.colors
         else:
-            if should_stop is not None and should_stop():
-                raise CancelledError("evaluation cancelled")
+            progress.check("evaluation cancelled")
             if framed is None:
                 framed = frame_subject(rgba[..., :3], rgba[..., 3], size=size)
             t = time.perf_counter()
@@ -533,7 +527,8 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
             seconds["color"] += time.perf_counter() - t
             stats["color_queries"] += 1
         t = time.perf_counter()
-        td = texture_distance(vertices, colors, subj.points, k=k, device=device, should_stop=should_stop)
+        td = texture_distance(vertices, colors, subj.points, k=k, device=device,
+                              progress=progress.muted())
         seconds["texture"] += time.perf_counter() - t
         if subj.gt_kind == "surface-samples":  # the point set stood in for the textured GT
             td = replace(td, gt_kind="surface-samples", gt_positions=subj.points.vertices.astype(np.float32))
@@ -564,8 +559,7 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
 def _render_and_compare(pending: list[tuple[LoadedModel, tuple[str, int, str]]], entries: dict, ds: Dataset,
                         *, work: Path, slugs: dict[str, str], novel: int,
                         samples: int, blender: str | None, lpips: bool, device: torch.device, keep: bool,
-                        out: Path | None, stats: dict, report: Callable[..., None],
-                        should_stop: StopFn | None) -> None:
+                        out: Path | None, stats: dict, progress: Progress) -> None:
     """Render every pending reconstruction of a group in one Blender process, then score the images."""
     from PIL import Image
 
@@ -590,12 +584,10 @@ def _render_and_compare(pending: list[tuple[LoadedModel, tuple[str, int, str]]],
     job = {"resolution": ds.resolution, "samples": int(samples),
            "device": "cpu" if device.type == "cpu" else "auto", "meshes": jobs}
     t = time.perf_counter()
-    report("render", 0.0, {"images": sum(len(j["views"]) for j in jobs)})
+    progress.report("render", 0.0, images=sum(len(j["views"]) for j in jobs))
     job_path = work / f"render-{len(list(work.glob('render-*.json')))}.json"
     final = run_render_job(job, job_path, blender=blender, log=work / "render.log",
-                           progress=lambda done, total, e: report("render", done / max(total, 1),
-                                                                  {"done": done, "images": total}),
-                           should_stop=should_stop)
+                           progress=progress)
     stats["seconds"]["render"] += time.perf_counter() - t
     stats["render_processes"] += 1
     stats["renders"] += int(final.get("images", 0))

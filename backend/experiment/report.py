@@ -19,13 +19,14 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avatex_core.atomic import write_text
+from avatex_core.progress import NULL, Progress
 from backend.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,7 +280,7 @@ def write_results(results: Path, evaluation, *, run: Path, data_root: Path, budg
                   source: dict, train_dirs: Mapping[str, Path], timings: Mapping[str, Any],
                   command: str | None, machine_info: Mapping[str, Any], report_subjects: int = 1,
                   report_view: int = 0, size: int = 320,
-                  progress: Callable[[float, dict], None] | None = None) -> Path:
+                  progress: Progress = NULL) -> Path:
     """Write everything in ``results`` (module docstring) and return the report's path."""
     from backend.data.dataset import Dataset
     from backend.evaluation import tables as eval_tables
@@ -304,8 +305,7 @@ def write_results(results: Path, evaluation, *, run: Path, data_root: Path, budg
     work.mkdir(parents=True, exist_ok=True)
     grids = []
     for i, sid in enumerate(test):
-        if progress is not None:
-            progress(i / len(test), {"subject": sid})
+        progress.report("subject", i / len(test), subject=sid)
         grids.append(subject_grid(evaluation, ds, sid, view, levels, work, results / "images" / f"{sid}.png",
                                   size=size, eval_dir=run / "eval"))
     text = report_markdown(evaluation, table, levels, budget=budget, seed=seed, source=source, ds=ds,

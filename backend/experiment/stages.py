@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from avatex_core.progress import NULL, Progress
 from backend.errors import CancelledError, InputError
 from backend.experiment.budgets import BASELINE_LEVEL, Budget
 
-Progress = Callable[[str, float, dict], None]
-StopFn = Callable[[], bool]
 AVATAR_PREFIX = "subject_"
 _STEP = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -39,8 +38,7 @@ def avatars_done(folder: Path, count: int) -> bool:
     return all((folder / f"{AVATAR_PREFIX}{i:04d}.json").is_file() for i in range(count))
 
 
-def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress | None = None,
-                       should_stop: StopFn | None = None) -> list[Path]:
+def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress = NULL) -> list[Path]:
     """Make the budget's avatars (only the missing ones) and return their PLY paths."""
     from backend.data.synth import synthesize
 
@@ -50,8 +48,7 @@ def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Pro
     # first missing one redoes at most a few finished avatars, identically.
     if missing:
         synthesize(budget.subjects - missing[0], folder, seed=seed, prefix=AVATAR_PREFIX, start=missing[0],
-                   texture_size=budget.texture_size, subdivisions=budget.subdivide, progress=progress,
-                   should_stop=should_stop)
+                   texture_size=budget.texture_size, subdivisions=budget.subdivide, progress=progress)
     return avatar_paths(folder, budget.subjects)
 
 
@@ -158,8 +155,7 @@ def finished_checkpoint(run: Path, steps: int) -> Path | None:
     return last if last is not None and checkpoint_step(last) >= steps else None
 
 
-def train_run(config: dict[str, Any], *, progress: Progress | None = None,
-              should_stop: StopFn | None = None) -> tuple[Path, bool]:
+def train_run(config: dict[str, Any], *, progress: Progress = NULL) -> tuple[Path, bool]:
     """Run, resume or skip one training run; (final checkpoint, whether any step was trained now).
 
     A run folder with checkpoints is resumed with only the fields resuming may change (device, workers,
@@ -177,7 +173,7 @@ def train_run(config: dict[str, Any], *, progress: Progress | None = None,
         config = {"out": str(run), "resume": True, "device": config.get("device"),
                   "workers": config.get("workers"), "progress_bar": config.get("progress_bar", True)}
         config = {k: v for k, v in config.items() if v is not None}
-    result = run_training(config, progress=progress, should_stop=should_stop)
+    result = run_training(config, progress=progress)
     return Path(result["checkpoint"]), True
 
 
