@@ -189,17 +189,20 @@ def estimates_for(budget: Budget, views: int, train_subjects: int, test_subjects
     c = budget.cost
     color_val = c.get("eval_item_s", 10.0) * 0.1 * test_subjects * levels  # one validation pass
     subjects = train_subjects + test_subjects
+
+    def color_run(run: str) -> float:
+        steps = budget.setting("steps", run)
+        validations = steps // budget.setting("val_every", run) + 2
+        return steps * c.get("color_step_s", 1.0) + color_val * validations
+
     return {
         "synth": (5.0 + subjects * c.get("synth_s", 2.0)) if synth else 0.0,
         "render": subjects * views * (levels + 1) * c.get("image_s", 0.4) if render else 0.0,
         "geometry": train_subjects * c.get("cache_s", 10.0)
-        + budget.geometry_steps * c.get("geometry_step_s", 1.0),
-        "baseline": budget.baseline_steps * c.get("color_step_s", 1.0)
-        + color_val * (budget.baseline_steps // budget.val_every + 2),
-        "l1": budget.finetune_steps * c.get("color_step_s", 1.0)
-        + color_val * (budget.finetune_steps // budget.val_every + 2),
-        "ssim": budget.finetune_steps * c.get("color_step_s", 1.0)
-        + color_val * (budget.finetune_steps // budget.val_every + 2),
+        + budget.setting("steps", "geometry") * c.get("geometry_step_s", 1.0),
+        "baseline": color_run("baseline"),
+        "l1": color_run("finetune"),
+        "ssim": color_run("finetune"),
         "export": 3.0,
         "evaluate": test_subjects * eval_views * levels * c.get("eval_item_s", 10.0),
         "report": c.get("report_s", 60.0),

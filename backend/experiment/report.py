@@ -419,12 +419,13 @@ def differences(budget, ds, evaluation) -> str:
         f"**Model.** {_model_size(evaluation)}, versus the official PIFu (15.6 M + 9.1 M parameters, "
         "512 px). Features are a quarter of the input resolution, so thin stripes and logos blur.",
         "**Baseline.** Trained here from scratch on clear renders only (geometry stage, then colour stage "
-        f"with L1: {budget.geometry_steps} + {budget.baseline_steps} steps of batch {budget.batch}), versus "
+        f"with L1: {budget.setting('steps', 'geometry')} + {budget.setting('steps', 'baseline')} steps of "
+        f"batch {budget.setting('batch', 'baseline')}), versus "
         "the seed's pretrained PIFu (RenderPeople, hundreds of subjects, many epochs). Our geometry is "
         "therefore much coarser, and PATD, being one-sided (reconstruction → GT), includes that geometry "
         "error: a vertex off the GT surface is compared with whatever GT point is nearest.",
-        f"**Fine-tuning.** {budget.finetune_steps} steps of batch {budget.batch} at lr "
-        f"{budget.finetune_lr:g} per fine-tune (netG frozen, every level), versus the seed's lr 1e-5, "
+        f"**Fine-tuning.** {budget.setting('steps')} steps of batch {budget.setting('batch')} at lr "
+        f"{budget.setting('lr'):g} per fine-tune (netG frozen, every level), versus the seed's lr 1e-5, "
         "batch 16 on the 2K2K training set. Both fine-tunes start from the same baseline and see the same "
         "items in the same order.",
         f"**Patch-SSIM loss.** {ssim} (5×5 points, 1 cm spacing, statistics per patch, sRGB in [0, 1], "

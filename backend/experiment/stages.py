@@ -186,29 +186,22 @@ def training_configs(budget: Budget, data: Path, levels: Sequence[str], train_di
     subjects' GT vertices, ``val_mode = gt-vertices``), so their curves are comparable. The colour runs
     start from the previous run's final checkpoint, which the pipeline fills in as ``init``.
     """
-    common = {"data": str(data), "model": budget.model, "model_overrides": dict(budget.model_overrides),
-              "batch": budget.batch, "seed": seed, "points_geometry": budget.points_geometry,
-              "points_color": budget.points_color, "patches": budget.patches,
-              "dense_samples": budget.dense_samples, "pool_surface": budget.pool_surface,
-              "pool_uniform": budget.pool_uniform, "workers": budget.workers, "log_every": 10,
-              "checkpoint_every": budget.checkpoint_every, "keep_checkpoints": 2,
-              "val_every": budget.val_every,
-              "val_views": list(budget.val_views), "val_levels": list(levels),
-              "val_max_vertices": budget.val_max_vertices, "progress_bar": progress_bar}
+    common = {"data": str(data), "seed": seed, "val_levels": list(levels), "progress_bar": progress_bar}
     if device:
         common["device"] = device
     all_levels = None  # every level of the dataset
-    return {
-        "geometry": {**common, "out": str(train_dir / "geometry"), "stage": "geometry",
-                     "levels": [BASELINE_LEVEL], "steps": budget.geometry_steps, "lr": budget.geometry_lr,
-                     "lr_decay_at": list(budget.geometry_lr_decay_at)},
-        "baseline": {**common, "out": str(train_dir / "baseline"), "stage": "color", "loss": "l1",
-                     "levels": [BASELINE_LEVEL], "steps": budget.baseline_steps, "lr": budget.baseline_lr},
-        "l1": {**common, "out": str(train_dir / "l1"), "stage": "color", "loss": "l1", "levels": all_levels,
-               "steps": budget.finetune_steps, "lr": budget.finetune_lr},
-        "ssim": {**common, "out": str(train_dir / "ssim"), "stage": "color", "loss": budget.ssim_loss,
-                 "levels": all_levels, "steps": budget.finetune_steps, "lr": budget.finetune_lr},
-    }
+    runs = {"geometry": ("geometry", {"stage": "geometry", "levels": [BASELINE_LEVEL]}),
+            "baseline": ("baseline", {"stage": "color", "loss": "l1", "levels": [BASELINE_LEVEL]}),
+            "l1": ("finetune", {"stage": "color", "loss": "l1", "levels": all_levels}),
+            "ssim": ("finetune", {"stage": "color", "loss": budget.ssim_loss, "levels": all_levels})}
+    return {name: {**_plain(budget.overrides(sized_by)), **common, "out": str(train_dir / name), **what}
+            for name, (sized_by, what) in runs.items()}
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Copies of a budget's override values, as TrainConfig wants them (lists, not tuples)."""
+    return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v
+            for k, v in values.items()}
 
 
 # -- export -------------------------------------------------------------------------------------------
