@@ -6,8 +6,8 @@ hands :meth:`Progress.sub` to the steps it delegates to, so a nested step report
 and the caller sees one monotone fraction of the whole. Clamping and throttling happen here, once, so
 no operation re-implements them.
 
-Pure standard library: the backend, the server's job runner and the Blender renderer all use it (see
-docs/architecture.md).
+Pure standard library: the backend, the server's job runner and the Blender renderer all use it
+(docs/api.md, "Progress and cancellation").
 """
 
 from __future__ import annotations
