@@ -30,6 +30,7 @@ from typing import Any
 from . import atomic
 from . import dataset_layout as layout
 from .lighting import LevelError
+from .progress import NULL, Progress
 from .render_options import to_argv
 from .render_settings import RenderSettings, SettingsError, settings_from_args
 
@@ -257,20 +258,23 @@ class DatasetRender:
             self._finish()
         return events
 
-    def run(self, progress: Callable[[RenderEvent], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, interval: float = POLL_SECONDS) -> RenderSummary:
-        """Start (if needed) and poll to the end; ``progress`` sees every event. Ctrl-C stops the
-        workers and is raised again."""
+    def run(self, on_event: Callable[[RenderEvent], None] | None = None, progress: Progress = NULL,
+            interval: float = POLL_SECONDS) -> RenderSummary:
+        """Start (if needed) and poll to the end. ``on_event`` sees every event; ``progress`` gets the
+        fraction of images rendered and cancels the render. Ctrl-C stops the workers and is raised again."""
         if self._started is None:
             self.start()
         try:
             while True:
                 for event in self.poll():
-                    if progress is not None:
-                        progress(event)
+                    if on_event is not None:
+                        on_event(event)
+                    if event.kind in (IMAGE, PLAN):
+                        progress.report("render", self.fraction, images=self.rendered_images,
+                                        of=self.total_images, subject=self.subject)
                 if not self.running:
                     return self.summary()
-                if should_stop is not None and should_stop() and not self.cancelled:
+                if progress.cancelled and not self.cancelled:
                     self.cancel()
                 time.sleep(interval)
         except KeyboardInterrupt:
@@ -372,7 +376,7 @@ class DatasetRender:
 
 
 def render_dataset(request: RenderRequest, *, command: Sequence[str], cwd: str | Path | None = None,
-                   progress: Callable[[RenderEvent], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> RenderSummary:
+                   on_event: Callable[[RenderEvent], None] | None = None,
+                   progress: Progress = NULL) -> RenderSummary:
     """Render ``request`` to the end (blocking): for command-line callers."""
-    return DatasetRender(request, command, cwd=cwd).run(progress, should_stop)
+    return DatasetRender(request, command, cwd=cwd).run(on_event, progress)

@@ -4,7 +4,12 @@ Raise :class:`InputError` (or a subclass) for anything wrong with what the user 
 a mesh without colours, an image without a mask. The CLI prints it as one line without a traceback, and
 the server turns it into an ``error`` reply with code ``bad_input``; anything else is a bug and keeps its
 traceback.
+
+Cancellation is the one exception shared with the add-on: :class:`CancelledError` is
+:class:`avatex_core.progress.Cancelled`, what :meth:`avatex_core.progress.Progress.check` raises.
 """
+
+from avatex_core.progress import Cancelled
 
 
 class AvatexError(Exception):
@@ -25,7 +30,5 @@ class NotAvailableError(AvatexError):
     code = "not_available"
 
 
-class CancelledError(AvatexError):
-    """A long job stopped because someone asked it to."""
-
-    code = "cancelled"
+CancelledError = Cancelled
+"""A long job stopped because someone asked it to (code ``cancelled``)."""

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from avatex_core import canonical
+from avatex_core.progress import Progress
 from backend.data.dataset import Dataset
 from backend.errors import CancelledError, InputError
 from backend.evaluation import (
@@ -214,7 +215,8 @@ def test_unlit_render_of_the_gt_reproduces_the_dataset_albedo(relit, tmp_path):
     events = []
     job = {"resolution": relit.resolution, "samples": relit.settings["albedo_samples"], "device": "cpu",
            "meshes": [{"mesh": str(mesh), "views": views}]}
-    final = run_render_job(job, tmp_path / "job.json", progress=lambda d, t, e: events.append((d, t)))
+    final = run_render_job(job, tmp_path / "job.json",
+                           progress=Progress(lambda s, f, i: events.append((i["done"], i["images"]))))
     assert final["images"] == 4 and events[-1] == (4, 4)
     for k in relit.views_of(sid):
         ours = np.asarray(Image.open(tmp_path / f"v{k}.png").convert("RGBA"))
@@ -252,10 +254,12 @@ def evaluated(relit, checkpoints, tmp_path_factory) -> dict:
         return seen.count("reconstruct") >= 2  # the second input image is being started
 
     with pytest.raises(CancelledError):
-        evaluate_runs(models, relit, progress=lambda s, f, i: seen.append(s), should_stop=stop, **kwargs)
+        evaluate_runs(models, relit, progress=Progress(lambda s, f, i: seen.append(s), should_stop=stop),
+                      **kwargs)
     partial = json.loads((out / "evaluation.json").read_text())
     events: list[tuple[str, float, dict]] = []
-    ev = evaluate_runs(models, relit.root, progress=lambda s, f, i: events.append((s, f, i)), **kwargs)
+    ev = evaluate_runs(models, relit.root, progress=Progress(lambda s, f, i: events.append((s, f, i))),
+                       **kwargs)
     return {"ev": ev, "out": out, "partial": partial, "events": events, "kwargs": kwargs, "models": models}
 
 

@@ -68,8 +68,8 @@ def test_every_stage_writes_its_outputs(experiment):
     splits = [s["split"] for s in manifest["subjects"].values()]
     assert sorted(splits) == ["test", "train", "train"]  # the budget's exact held-out count
     budget = get_budget("test")
-    for name, steps in (("geometry", budget.geometry_steps), ("baseline", budget.baseline_steps),
-                        ("l1", budget.finetune_steps), ("ssim", budget.finetune_steps)):
+    for name, steps in (("geometry", budget.geometry["steps"]), ("baseline", budget.baseline["steps"]),
+                        ("l1", budget.finetune["steps"]), ("ssim", budget.finetune["steps"])):
         assert (run / "train" / name / "checkpoints" / f"step-{steps:08d}.pt").is_file(), name
     cfg = {n: json.loads((run / "train" / n / "config.json").read_text()) for n in ("baseline", "l1", "ssim")}
     assert cfg["baseline"]["levels"] == ["clear"] and cfg["baseline"]["loss"] == "l1"
@@ -87,7 +87,7 @@ def test_every_stage_writes_its_outputs(experiment):
     assert any(not torch.equal(c["baseline"][k], c["l1"][k]) for k in c["baseline"])
     assert any(not torch.equal(c["l1"][k], c["ssim"][k]) for k in c["l1"])
     assert load_models(checkpoint=run / "models" / "ssim.pt", device="cpu").net_c is not None
-    src = run / "train" / "ssim" / "checkpoints" / f"step-{budget.finetune_steps:08d}.pt"
+    src = run / "train" / "ssim" / "checkpoints" / f"step-{budget.finetune['steps']:08d}.pt"
     assert (run / "models" / "ssim.pt").stat().st_size < src.stat().st_size
 
 
@@ -139,7 +139,7 @@ def test_rerun_skips_finished_stages_and_resumes_a_killed_training(experiment, e
     assert all(p.stat().st_mtime_ns == t for p, t in watched.items())
 
     # A fine-tune killed after its step-2 checkpoint: only its last checkpoint is gone.
-    steps = get_budget("test").finetune_steps
+    steps = get_budget("test").finetune["steps"]
     last = run / "train" / "ssim" / "checkpoints" / f"step-{steps:08d}.pt"
     before = load_checkpoint(last)[0].net_c.state_dict()
     last.unlink()
@@ -191,6 +191,27 @@ def test_budgets_are_valid_data_and_bad_ones_are_refused():
                               resolution=64, levels=("wild", "intermediate"))
 
 
+def test_budget_runs_are_valid_train_configs_that_keep_every_other_default(tmp_path):
+    from backend.experiment.stages import training_configs
+    from backend.train.config import TrainConfig
+
+    defaults = TrainConfig()
+    for b in BUDGETS.values():
+        configs = training_configs(b, tmp_path, ["wild", "clear"], tmp_path / "train", 0, None, False)
+        assert list(configs) == ["geometry", "baseline", "l1", "ssim"]
+        for name, cfg in configs.items():
+            run = TrainConfig.from_dict(cfg)   # validates every field
+            assert run.steps == b.setting("steps", "geometry" if name == "geometry" else
+                                          "baseline" if name == "baseline" else "finetune")
+            assert run.patch_k == defaults.patch_k and run.ssim_variant == defaults.ssim_variant
+        assert configs["ssim"]["loss"] == b.ssim_loss and configs["l1"]["loss"] == "l1"
+    small = get_budget("small")
+    assert small.setting("batch") == defaults.batch and small.setting("checkpoint_every") == 50
+    with pytest.raises(InputError, match="steps"):
+        type(BUDGETS["test"])(name="x", summary="", subjects=3, test_subjects=1, views=1, step_deg=8,
+                              resolution=64, finetune={"lr": 1e-4})
+
+
 def test_option_conflicts_and_the_fixture_seed_are_refused(tmp_path):
     with pytest.raises(InputError, match="test fixtures"):
         run_experiment(tmp_path / "a", budget="test", seed=8)
@@ -215,7 +236,7 @@ def test_export_strips_the_training_state(tmp_path):
     from backend.models import ModelConfig, PIFu
     from backend.models.checkpoint import save_checkpoint
 
-    model = PIFu(ModelConfig.small(**BUDGETS["test"].model_overrides), with_color=True)
+    model = PIFu(ModelConfig.small(**BUDGETS["test"].train["model_overrides"]), with_color=True)
     opt = torch.optim.Adam(model.net_c.parameters())
     for p in model.net_c.parameters():
         p.grad = torch.ones_like(p)

@@ -8,6 +8,7 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
+from avatex_core.progress import Progress
 from backend.errors import CancelledError, InputError
 from backend.meshio import ColoredMesh, sample_surface
 from backend.metrics import TextureDistance, texture_distance
@@ -187,11 +188,11 @@ def test_progress_and_cancellation():
     gt = body_like_gt(rng, subdivisions=3)
     pv, pc = prediction_near(gt, rng, 300)
     stages = []
-    texture_distance(pv, pc, gt, device="cpu", progress=lambda s, f, i: stages.append((s, f)))
+    texture_distance(pv, pc, gt, device="cpu", progress=Progress(lambda s, f, i: stages.append((s, f))))
     assert stages[0][1] == 0.0 and stages[-1] == ("done", 1.0)
     assert [f for _, f in stages] == sorted(f for _, f in stages)
     with pytest.raises(CancelledError):
-        texture_distance(pv, pc, gt, device="cpu", should_stop=lambda: True)
+        texture_distance(pv, pc, gt, device="cpu", progress=Progress(should_stop=lambda: True))
 
 
 @pytest.fixture(scope="module")

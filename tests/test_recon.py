@@ -12,6 +12,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from avatex_core.canonical import calib_for_view
+from avatex_core.progress import Progress
 from backend.cli import main as cli_main
 from backend.errors import CancelledError, InputError
 from backend.meshio import load_mesh
@@ -125,7 +126,7 @@ def test_stats_progress_and_schedules(model, image, result):
     assert set(s["seconds"]) >= {"frame", "encode", "occupancy", "marching_cubes", "color", "total"}
     stages = []
     plain = reconstruct(model, image, resolution=64, device="cpu", fast=False,
-                        progress=lambda st, f, info: stages.append((st, f)))
+                        progress=Progress(lambda st, f, info: stages.append((st, f))))
     order = list(dict.fromkeys(st for st, _ in stages))
     assert order == ["frame", "encode", "occupancy", "mesh", "color"]
     assert all(0.0 <= f <= 1.0 for _, f in stages) and stages[-1] == ("color", 1.0)
@@ -160,7 +161,7 @@ def test_missing_mask_and_bad_inputs_are_clear_errors(model, image):
 
 def test_cancellation(model, image):
     with pytest.raises(CancelledError):
-        reconstruct(model, image, resolution=32, device="cpu", should_stop=lambda: True)
+        reconstruct(model, image, resolution=32, device="cpu", progress=Progress(should_stop=lambda: True))
 
 
 def test_framing_puts_the_subject_at_450_of_512_pixels(image):

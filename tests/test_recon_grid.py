@@ -8,6 +8,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from avatex_core import canonical
+from avatex_core.progress import Progress
 from backend.demo import DEFAULT_CHECKPOINT
 from backend.errors import CancelledError, InputError
 from backend.models.checkpoint import load_checkpoint
@@ -140,7 +141,7 @@ def test_the_closure_follows_a_long_thin_snake_the_coarse_lattice_never_sees():
         return occ[i[:, 0], i[:, 1], i[:, 2]]
 
     seen = []
-    grid = evaluate_coarse_to_fine(fn, spec, progress=lambda stage, f, info: seen.append(f))
+    grid = evaluate_coarse_to_fine(fn, spec, progress=Progress(lambda stage, f, info: seen.append(f)))
     assert grid.levels[-1]["rounds"] > 1024
     assert np.array_equal(grid.volume >= 0.5, occ >= 0.5)
     assert seen == sorted(seen) and 0 < seen[-1] <= 1
@@ -238,7 +239,7 @@ def test_progress_and_cancellation():
     spec = GridSpec(32)
     seen = []
     evaluate_coarse_to_fine(sphere((0, 0, 0), 0.4), spec, batch_size=500,
-                            progress=lambda stage, f, info: seen.append((stage, f, info["points"])))
+                            progress=Progress(lambda stage, f, info: seen.append((stage, f, info["points"]))))
     fractions = [f for _, f, _ in seen]
     assert {s for s, _, _ in seen} == {"occupancy"}
     assert fractions == sorted(fractions) and fractions[0] > 0 and fractions[-1] <= 1
@@ -249,6 +250,8 @@ def test_progress_and_cancellation():
         return len(calls) > 3
 
     with pytest.raises(CancelledError):
-        evaluate_coarse_to_fine(sphere((0, 0, 0), 0.4), spec, batch_size=500, should_stop=stop)
+        evaluate_coarse_to_fine(sphere((0, 0, 0), 0.4), spec, batch_size=500,
+                                progress=Progress(should_stop=stop))
     with pytest.raises(CancelledError):
-        evaluate_octree_official(sphere((0, 0, 0), 0.4), spec, batch_size=500, should_stop=lambda: True)
+        evaluate_octree_official(sphere((0, 0, 0), 0.4), spec, batch_size=500,
+                                 progress=Progress(should_stop=lambda: True))

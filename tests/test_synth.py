@@ -289,7 +289,7 @@ def test_logo_patch_sits_on_the_chest_front(emblem):
         got = np.all(to_u8(c) == ink, axis=1).reshape(7, ncols)
         want = np.zeros((7, ncols), dtype=bool)
         for k, ch in enumerate(emblem):
-            want[:, 6 * k: 6 * k + 5] = [[p == "#" for p in row] for row in synth._FONT[ch]]
+            want[:, 6 * k: 6 * k + 5] = [[p == "#" for p in row] for row in synth.FONT[ch]]
         np.testing.assert_array_equal(got, want)
     # Seen from the back (normals +y, behind the body centre) there is no patch.
     pts, normals, weights = flat_points(marks, Z.ravel(), X.ravel(), y=marks.back_y)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from avatex_core.progress import Progress
 from backend.errors import CancelledError
 from backend.models.checkpoint import load_checkpoint
 from backend.train import run_training
@@ -68,7 +69,7 @@ def reference(relit, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("train")
     events: list[tuple[str, float, dict]] = []
     cfg = _base_config(relit, work / "ref", work / "cache")
-    result = run_training(cfg, progress=lambda s, f, i: events.append((s, f, i)))
+    result = run_training(cfg, progress=Progress(lambda s, f, i: events.append((s, f, i))))
     return {"result": result, "events": events, "work": work, "config": cfg}
 
 
@@ -113,13 +114,14 @@ def test_colour_loss_falls_and_validation_patd_improves(reference):
 
 KILLED_RUN = textwrap.dedent("""
     import json, os, signal, sys
+    from avatex_core.progress import Progress
     from backend.train import run_training
 
     def progress(stage, fraction, info):
         if stage == "checkpoint" and info["step"] == 15:
             os.kill(os.getpid(), signal.SIGKILL)   # a hard kill right after the step-15 checkpoint
 
-    run_training(json.loads(sys.argv[1]), progress=progress)
+    run_training(json.loads(sys.argv[1]), progress=Progress(progress))
 """)
 
 
@@ -201,7 +203,7 @@ def test_should_stop_checkpoints_then_cancels(relit, tmp_path):
         return calls["n"] >= 2
 
     with pytest.raises(CancelledError, match="step 2 of 5"):
-        run_training(cfg, should_stop=should_stop)
+        run_training(cfg, progress=Progress(should_stop=should_stop))
     assert latest_checkpoint(run) == _ckpt(run, 2)
     _, state = load_checkpoint(_ckpt(run, 2))
     assert state["step"] == 2

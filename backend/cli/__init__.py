@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from backend.errors import AvatexError
+from backend.errors import AvatexError, CancelledError
 
 # name -> module under backend.cli. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("avatex: interrupted", file=sys.stderr)
         return 130
-    except AvatexError as exc:
+    except (AvatexError, CancelledError) as exc:
         print(f"avatex {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

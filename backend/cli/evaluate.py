@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from avatex_core.progress import Progress
     from backend.errors import InputError
     from backend.meshio import load_mesh
     from backend.metrics.evaluate import evaluate_meshes, format_report, write_per_vertex
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         report, td = evaluate_meshes(pred, gt, k=args.k, gt_samples=args.gt_samples, seed=args.seed,
                                      device=args.device, geometry=not args.no_geometry,
                                      geometry_samples=args.geometry_samples, cm_per_unit=cm_per_unit,
-                                     progress=progress)
+                                     progress=Progress(progress, interval_s=0.1))
     finally:
         bar.close()
     report = {"pred": str(args.pred), "gt": str(args.gt), **report, "per_vertex": None}

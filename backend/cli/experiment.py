@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import time
 
+    from avatex_core.progress import Progress
     from backend.errors import CancelledError
     from backend.experiment import run_experiment
     from backend.experiment.pipeline import format_duration
@@ -77,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_experiment(args.out, budget=args.budget, data=args.data, meshes=args.meshes,
                                 subjects=args.subjects, seed=args.seed, device=args.device,
-                                threads=args.threads, progress=progress,
-                                should_stop=lambda: stop["requested"], verbose=not args.quiet,
+                                threads=args.threads,
+                                progress=Progress(progress, should_stop=lambda: stop["requested"]),
+                                verbose=not args.quiet,
                                 command=command)
     except CancelledError as exc:
         print(f"avatex experiment: {exc}", file=sys.stderr)

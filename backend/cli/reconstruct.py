@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from avatex_core.progress import Progress
     from backend.meshio import save_mesh
     from backend.models.checkpoint import load_checkpoint, load_official
     from backend.recon import reconstruct
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = reconstruct(model, image, mask, resolution=args.resolution, device=args.device,
-                             progress=progress)
+                             progress=Progress(progress, interval_s=0.1))
     finally:
         if bar is not None:
             bar.close()

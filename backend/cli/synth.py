@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from avatex_core.progress import Progress
     from backend.data.synth import check_options, synthesize
 
     check_options(args.count, args.out, start=args.start, prefix=args.prefix,
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         paths = synthesize(args.count, args.out, seed=args.seed, prefix=args.prefix, start=args.start,
-                           texture_size=args.texture_size, subdivisions=args.subdivide, progress=progress)
+                           texture_size=args.texture_size, subdivisions=args.subdivide,
+                           progress=Progress(progress, interval_s=0.1))
     finally:
         bar.close()
     names = paths[0].stem if len(paths) == 1 else f"{paths[0].stem} .. {paths[-1].stem}"

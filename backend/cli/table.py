@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from avatex_core.progress import Progress
     from backend.errors import InputError
     from backend.evaluation import evaluate_runs
     from backend.evaluation.run import GEOMETRY_SAMPLES
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             dict(zip(names, args.runs, strict=True)), args.data, split=args.split, levels=levels,
             views=args.views, resolution=args.resolution, k=args.k, device=args.device,
             image_metrics=not args.no_image_metrics, novel_views=args.novel_views, out_dir=out,
-            keep_meshes=args.keep_meshes, progress=progress, blender=args.blender,
+            keep_meshes=args.keep_meshes, progress=Progress(progress, interval_s=0.1), blender=args.blender,
             geometry_samples=args.geometry_samples or GEOMETRY_SAMPLES)
     finally:
         bar.close()

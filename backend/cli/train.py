@@ -12,33 +12,38 @@ import sys
 HELP = "train / fine-tune PIFu (L1 or 3D patch-wise SSIM colour loss), resumable, multi-GPU"
 
 
+# TrainConfig fields with a flag of their own, by group; every other field is reachable with --set.
+FLAG_GROUPS: dict[str, list[str]] = {
+    "data and run": ["data", "out", "levels"],
+    "initialisation (default: new nets of --model)": ["init_g", "init_c", "init", "model"],
+    "what and how": ["stage", "loss", "batch", "lr", "seed"],
+    "runtime": ["device", "workers", "progress_bar"],
+}
+EXCLUSIVE = ["steps", "epochs"]   # "what and how", one or the other
+METAVARS = {"data": "DATASET", "out": "RUN", "levels": "LEVEL", "init_g": "NET_G", "init_c": "NET_C",
+            "init": "CKPT", "steps": "N", "epochs": "E", "batch": "B", "workers": "W"}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    io = parser.add_argument_group("data and run")
-    io.add_argument("--data", metavar="DATASET", help="relit dataset folder (avatex render)")
-    io.add_argument("--out", metavar="RUN", help="run folder (checkpoints, logs, plot)")
-    io.add_argument("--config", metavar="FILE", help="TOML file with TrainConfig fields; flags override it")
-    io.add_argument("--levels", nargs="+", metavar="LEVEL", help="lighting levels to train on (default all)")
-    init = parser.add_argument_group("initialisation (default: new nets of --model)")
-    init.add_argument("--init-g", metavar="NET_G", help="official PIFu net_G file")
-    init.add_argument("--init-c", metavar="NET_C", help="official PIFu net_C file (needs --init-g)")
-    init.add_argument("--init", metavar="CKPT", help="avatex checkpoint to start from")
-    init.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
-    init.add_argument("--model", choices=("small", "official"), help="architecture of new nets")
-    what = parser.add_argument_group("what and how")
-    what.add_argument("--stage", choices=("geometry", "color", "both"), help="nets to train (default color)")
-    what.add_argument("--loss", choices=("l1", "ssim", "l1+ssim"), help="colour loss (default ssim)")
-    steps = what.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=int, metavar="N", help="optimiser steps (default 1000)")
-    steps.add_argument("--epochs", type=float, metavar="E", help="passes over the training items")
-    what.add_argument("--batch", type=int, metavar="B", help="global batch size (default 2)")
-    what.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    what.add_argument("--seed", type=int, help="seed of initialisation, data order and sampling (default 0)")
-    run = parser.add_argument_group("runtime")
-    run.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
-    run.add_argument("--workers", type=int, metavar="W", help="data loader worker processes (default 2)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="any other TrainConfig field, VALUE in TOML syntax (e.g. --set patches=400)")
-    run.add_argument("--no-progress-bar", action="store_true", help="no tqdm bar (logs still written)")
+    """The flags come from :class:`~backend.train.config.TrainConfig` (types, choices, defaults, help)."""
+    from backend.cli.dataclass_args import add_fields
+    from backend.train.config import TrainConfig
+
+    groups = {title: parser.add_argument_group(title) for title in FLAG_GROUPS}
+    for title, names in FLAG_GROUPS.items():
+        add_fields(groups[title], TrainConfig, names, metavars=METAVARS)
+        if title == "data and run":
+            groups[title].add_argument("--config", metavar="FILE",
+                                       help="TOML file with TrainConfig fields; flags override it")
+        elif title.startswith("initialisation"):
+            groups[title].add_argument("--resume", metavar="RUN",
+                                       help="continue RUN from its last checkpoint")
+        elif title == "what and how":
+            exclusive = groups[title].add_mutually_exclusive_group()
+            add_fields(exclusive, TrainConfig, EXCLUSIVE, metavars=METAVARS)
+    groups["runtime"].add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                                   help="any other TrainConfig field, VALUE in TOML syntax (e.g. --set "
+                                        "patches=400)")
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -46,6 +51,7 @@ def build_config(args: argparse.Namespace) -> dict:
     import tomllib
     from pathlib import Path
 
+    from backend.cli.dataclass_args import given
     from backend.errors import InputError
     from backend.train.config import toml_fields
 
@@ -58,13 +64,7 @@ def build_config(args: argparse.Namespace) -> dict:
             config[key.strip()] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             config[key.strip()] = value  # a bare string
-    flags = {"data": args.data, "out": args.out, "levels": args.levels, "init_g": args.init_g,
-             "init_c": args.init_c, "init": args.init, "model": args.model, "stage": args.stage,
-             "loss": args.loss, "steps": args.steps, "epochs": args.epochs, "batch": args.batch,
-             "lr": args.lr, "seed": args.seed, "device": args.device, "workers": args.workers}
-    config.update({k: v for k, v in flags.items() if v is not None})
-    if args.no_progress_bar:
-        config["progress_bar"] = False
+    config.update(given(args, [n for names in FLAG_GROUPS.values() for n in names] + EXCLUSIVE))
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise InputError("--resume RUN continues RUN; do not also give a different --out")
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import signal
 
+    from avatex_core.progress import Progress
     from backend.train import run_training
 
     config = build_config(args)
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = run_training(config, should_stop=lambda: stop["requested"])
+        result = run_training(config, progress=Progress(should_stop=lambda: stop["requested"]))
     finally:
         signal.signal(signal.SIGINT, previous)
     if int(os.environ.get("RANK", "0")) == 0:

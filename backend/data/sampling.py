@@ -25,6 +25,7 @@ same subject at ``CANONICAL_HEIGHT`` (1.7578) units, so one PIFu unit is 1/102.4
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -45,11 +46,13 @@ PIFU_COLOR_SIGMA = 0.1 * CANONICAL_PER_PIFU_UNIT
 SURFACE_TO_UNIFORM = 16
 """PIFu draws 4N surface and N/4 uniform points: a 16:1 mix."""
 
-PATCH_MODES = ("grid", "nearest")
+PatchMode = Literal["grid", "nearest"]
+PATCH_MODES: tuple[str, ...] = get_args(PatchMode)
 CANDIDATES = 4
 """Patch grid points are projected to the closest point among the faces of their 4 nearest dense samples,
 and of every face sharing a vertex with the nearest sample's face when that foot lies on a border."""
-PATCH_WEIGHTINGS = ("uniform", "gaussian")
+PatchWeighting = Literal["uniform", "gaussian"]
+PATCH_WEIGHTINGS: tuple[str, ...] = get_args(PatchWeighting)
 
 
 # -- per-subject precomputation -----------------------------------------------------------------------

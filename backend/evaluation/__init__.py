@@ -15,18 +15,32 @@ from backend.evaluation.framing import (
     view_rotation_from_calib,
 )
 from backend.evaluation.models import geometry_key, resolve_checkpoint
-from backend.evaluation.run import DEFAULT_VIEWS, Evaluation, color_vertices, evaluate_runs, load_evaluation
+from backend.evaluation.run import (
+    DEFAULT_VIEWS,
+    EvalConfig,
+    EvalPlan,
+    Evaluation,
+    color_vertices,
+    evaluate_runs,
+    execute,
+    load_evaluation,
+    plan,
+)
 from backend.evaluation.views import novel_views
 
 __all__ = [
     "DEFAULT_VIEWS",
+    "EvalConfig",
+    "EvalPlan",
     "Evaluation",
     "canonical_to_recon",
     "color_vertices",
     "evaluate_runs",
+    "execute",
     "geometry_key",
     "load_evaluation",
     "novel_views",
+    "plan",
     "recon_to_canonical",
     "reconstruction_to_canonical",
     "resolve_checkpoint",

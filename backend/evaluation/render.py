@@ -9,16 +9,16 @@ rounding).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avatex_core.atomic import write_json, write_with
+from avatex_core.progress import NULL, Progress
 from avatex_core.render_jobs import parse_event_line
 from backend.blender import blender_command
-from backend.errors import AvatexError, CancelledError
+from backend.errors import AvatexError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "render_scripts" / "render_views.py"
@@ -41,11 +41,11 @@ def write_render_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
 
 def run_render_job(job: dict[str, Any], job_path: str | Path, *, blender: str | None = None,
                    log: str | Path | None = None,
-                   progress: Callable[[int, int, dict], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+                   progress: Progress = NULL) -> dict[str, Any]:
     """Write ``job`` to ``job_path``, render it in one Blender process; returns its final event.
 
-    ``progress(done, total, event)`` is called per image. Images already on disk are skipped by the
+    ``progress`` gets stage ``render`` per image, with ``done`` and ``images`` (the total); cancelling
+    it kills Blender. Images already on disk are skipped by the
     renderer, so a re-run after a kill only renders what is missing.
     """
     write_json(job_path, job)
@@ -62,16 +62,16 @@ def run_render_job(job: dict[str, Any], job_path: str | Path, *, blender: str | 
     total = 0
     try:
         for line in proc.stdout:
-            if should_stop is not None and should_stop():
-                raise CancelledError("rendering cancelled")
+            progress.check("rendering cancelled")
             event = parse_event_line(line)
             if event is None:
                 continue
             kind = event.get("event")
             if kind == "plan":
                 total = int(event.get("images", 0))
-            elif kind == "image" and progress is not None:
-                progress(int(event["done"]), total, event)
+            elif kind == "image":
+                done = int(event["done"])
+                progress.report("render", done / max(total, 1), done=done, images=total)
             elif kind == "done":
                 final = event
             elif kind == "fatal":

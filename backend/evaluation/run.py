@@ -28,7 +28,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,9 @@ import torch
 
 from avatex_core import canonical
 from avatex_core.atomic import write_json
+from avatex_core.progress import NULL, Progress
 from backend.data.dataset import Dataset
-from backend.errors import CancelledError, InputError
+from backend.errors import InputError
 from backend.evaluation import tables
 from backend.evaluation.framing import reconstruction_to_canonical
 from backend.evaluation.models import LoadedModel, group_by_geometry, load_model, unique_slugs
@@ -47,9 +48,6 @@ from backend.evaluation.render import run_render_job, write_render_mesh
 from backend.evaluation.views import compare_renders, novel_views
 from backend.meshio import ColoredMesh, save_mesh
 from backend.models import PIFu
-
-ProgressFn = Callable[[str, float, dict], None]
-StopFn = Callable[[], bool]
 
 FORMAT = "avatex-evaluation"
 FORMAT_VERSION = 1
@@ -251,199 +249,255 @@ def _item_key(model: str, sid: str, view: int, level: str) -> tuple[str, str, in
 
 # --------------------------------------------------------------------------------------- evaluation
 
-def evaluate_runs(models: dict[str, str | Path], data: str | Path | Dataset, *, split: str = "test",
-                  levels: list[str] | None = None, views: list[int] | None = None, resolution: int = 256,
-                  k: int = 8, device: str | torch.device | None = None, image_metrics: bool = True,
-                  novel_views: int = 4, out_dir: str | Path | None = None, keep_meshes: bool = False,
-                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                  geometry_samples: int = GEOMETRY_SAMPLES, gt_samples: int | None = None,
-                  render_samples: int | None = None, blender: str | None = None,
-                  lpips: bool = True) -> Evaluation:
-    """Evaluate checkpoints on a dataset split per lighting level (module docstring).
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to evaluate: every option of :func:`evaluate_runs` (module docstring; docs/metrics.md).
 
-    ``models``: display name -> checkpoint file or run folder (its last checkpoint). ``views``: input
-    view indices per subject (default ``[0]``, the frontal view); subjects lacking one are skipped for
-    it. ``levels``: default all of the dataset's. ``resolution``: reconstruction grid. ``k``: PIPATD's
-    neighbours. ``novel_views``: other dataset views rendered besides the input view.
+    ``views``: input view indices per subject (default ``[0]``, the frontal view); subjects lacking one
+    are skipped for it. ``levels``: default all of the dataset's. ``resolution``: reconstruction grid.
+    ``k``: PIPATD's neighbours. ``novel_views``: other dataset views rendered besides the input view.
     ``geometry_samples``: surface samples per mesh for the geometry metrics. ``gt_samples``: surface
     samples a *textured* GT is compared with (default 1M); vertex-coloured GTs use their vertices.
     ``render_samples``: Cycles samples (default: the dataset's albedo samples). ``blender``: a Blender
-    executable for the renders (default: this Python's bpy). Progress stages: ``load``,
-    ``reconstruct``, ``render``, ``done``; ``should_stop`` cancels between steps (CancelledError).
+    executable for the renders (default: this Python's bpy). ``out_dir`` makes the run resumable.
     """
-    from backend.models.device import resolve_device
 
-    t_start = time.perf_counter()
+    split: str = "test"
+    levels: list[str] | None = None
+    views: list[int] | None = None
+    resolution: int = 256
+    k: int = 8
+    device: str | torch.device | None = None
+    image_metrics: bool = True
+    novel_views: int = 4
+    out_dir: str | Path | None = None
+    keep_meshes: bool = False
+    geometry_samples: int = GEOMETRY_SAMPLES
+    gt_samples: int | None = None
+    render_samples: int | None = None
+    blender: str | None = None
+    lpips: bool = True
 
-    def report(stage: str, fraction: float, info: dict | None = None) -> None:
-        if progress is not None:
-            progress(stage, float(min(max(fraction, 0.0), 1.0)), info or {})
+    def validate(self) -> None:
+        """Raise :class:`InputError` for an option no dataset could satisfy."""
+        if not isinstance(self.resolution, int) or self.resolution < 8:
+            raise InputError(f"resolution must be an integer >= 8, got {self.resolution!r}")
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise InputError(f"k must be a positive integer, got {self.k!r}")
+        if self.novel_views < 0:
+            raise InputError(f"novel_views must be >= 0, got {self.novel_views}")
 
-    def check_stop() -> None:
-        if should_stop is not None and should_stop():
-            raise CancelledError("evaluation cancelled")
 
+@dataclass(frozen=True)
+class EvalPlan:
+    """What an evaluation computes, worked out from the options and the dataset's records alone.
+
+    ``inputs``: every (subject, input view, level) to reconstruct, in order; ``skipped``: the requested
+    inputs that are not rendered; ``settings``: what a resumed run must match.
+    """
+
+    models: dict[str, Path]
+    dataset: Dataset
+    config: EvalConfig
+    levels: list[str]
+    views: list[int]
+    inputs: list[tuple[str, int, str]]
+    skipped: list[dict[str, Any]]
+    settings: dict[str, Any]
+
+
+def plan(models: Mapping[str, str | Path], data: str | Path | Dataset, config: EvalConfig) -> EvalPlan:
+    """Check the options against the dataset and list the work; loads no model and no GT."""
     if not models:
         raise InputError("no models to evaluate")
-    if not isinstance(resolution, int) or resolution < 8:
-        raise InputError(f"resolution must be an integer >= 8, got {resolution!r}")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    if novel_views < 0:
-        raise InputError(f"novel_views must be >= 0, got {novel_views}")
+    config.validate()
     ds = data if isinstance(data, Dataset) else Dataset(data)
-    subjects = ds.split(split)
+    subjects = ds.split(config.split)
     if not subjects:
-        raise InputError(f"the dataset {ds.root} has no {split!r} subjects; render it with a test share "
-                         "(avatex render --test-fraction F) or choose another split")
-    levels = list(levels) if levels else list(ds.levels)
+        raise InputError(f"the dataset {ds.root} has no {config.split!r} subjects; render it with a test "
+                         "share (avatex render --test-fraction F) or choose another split")
+    levels = list(config.levels) if config.levels else list(ds.levels)
     unknown = [lv for lv in levels if lv not in ds.levels]
     if unknown:
         raise InputError(f"level(s) {unknown} are not in the dataset {ds.root} (it has {ds.levels})")
-    view_list = [int(v) for v in (views if views is not None else DEFAULT_VIEWS)]
+    view_list = [int(v) for v in (config.views if config.views is not None else DEFAULT_VIEWS)]
     known_views = {int(v["index"]) for v in ds.views}
     bad = [v for v in view_list if v not in known_views]
     if bad:
         raise InputError(f"view(s) {bad} are not in the dataset (views 0..{len(known_views) - 1})")
-    dev = resolve_device(device)
-    settings = {"dataset": str(Path(ds.root).resolve()), "split": split, "levels": levels,
-                "views": view_list, "resolution": resolution, "k": k, "image_metrics": bool(image_metrics),
-                "novel_views": int(novel_views), "geometry_samples": int(geometry_samples),
-                "gt_samples": gt_samples, "render_samples": render_samples or int(
-                    ds.settings.get("albedo_samples", 16)),
-                "dataset_resolution": ds.resolution}
-
-    # -- models ---------------------------------------------------------------------------------
-    report("load", 0.0, {"models": len(models)})
-    loaded: list[LoadedModel] = []
-    for name, path in models.items():
-        check_stop()
-        loaded.append(load_model(str(name), path, dev))
-        report("load", 0.0, {"model": str(name)})
-    slugs = unique_slugs([m.name for m in loaded])
-    groups = group_by_geometry(loaded)
-    identities = {m.name: _model_identity(m) for m in loaded}
-    model_info = {m.name: {"checkpoint": str(m.checkpoint.resolve()), "identity": identities[m.name],
-                           "geometry": m.geometry, "folder": slugs[m.name],
-                           "shares_geometry_with": [o.name for o in loaded
-                                                    if o.geometry == m.geometry and o.name != m.name],
-                           "config": m.model.config.to_dict()} for m in loaded}
-
-    # -- resume ---------------------------------------------------------------------------------
-    out = Path(out_dir) if out_dir is not None else None
-    entries: dict[tuple[str, str, int, str], dict] = {}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        entries = _resumable_entries(out / "evaluation.json", settings, identities)
-    tmp_holder = tempfile.TemporaryDirectory(prefix="avatex-eval-") if out is None else None
-    work = Path(tmp_holder.name) if tmp_holder is not None else out / ".work"
-    work.mkdir(parents=True, exist_ok=True)
-
-    stats: dict[str, Any] = {"reconstructions": 0, "color_queries": 0, "geometry_evaluations": 0,
-                             "renders": 0, "render_processes": 0, "resumed_items": len(entries),
-                             "skipped": [], "seconds": {"load": round(time.perf_counter() - t_start, 3),
-                                                       "reconstruct": 0.0, "color": 0.0, "texture": 0.0,
-                                                       "geometry": 0.0, "render": 0.0, "image_metrics": 0.0},
-                             "groups": [[m.name for m in g] for g in groups], "device": str(dev)}
-    seconds = stats["seconds"]
-    if image_metrics:
-        from backend.metrics.image import lpips_status
-
-        status = lpips_status()
-        stats["lpips"] = {"available": bool(status.available and lpips),
-                          "reason": status.reason if lpips else "not requested"}
-    else:
-        stats["lpips"] = {"available": False, "reason": "image metrics off"}
-
-    # -- the work list ----------------------------------------------------------------------------
     inputs: list[tuple[str, int, str]] = []
+    skipped: list[dict[str, Any]] = []
     for sid in subjects:
         finished = set(ds.views_of(sid))
         for v in view_list:
             if v not in finished:
-                stats["skipped"].append({"subject": sid, "view": v, "reason": "view not rendered"})
+                skipped.append({"subject": sid, "view": v, "reason": "view not rendered"})
                 continue
             inputs.extend((sid, v, lv) for lv in levels)
     if not inputs:
-        raise InputError(f"none of the {split} subjects has the input view(s) {view_list} rendered")
+        raise InputError(f"none of the {config.split} subjects has the input view(s) {view_list} rendered")
+    settings = {"dataset": str(Path(ds.root).resolve()), "split": config.split, "levels": levels,
+                "views": view_list, "resolution": config.resolution, "k": config.k,
+                "image_metrics": bool(config.image_metrics), "novel_views": int(config.novel_views),
+                "geometry_samples": int(config.geometry_samples), "gt_samples": config.gt_samples,
+                "render_samples": config.render_samples or int(ds.settings.get("albedo_samples", 16)),
+                "dataset_resolution": ds.resolution}
+    return EvalPlan(models={str(k): Path(v) for k, v in models.items()}, dataset=ds, config=config,
+                    levels=levels, views=view_list, inputs=inputs, skipped=skipped, settings=settings)
 
-    def save() -> Evaluation:
-        ev = Evaluation(per_item=_ordered(entries, loaded, inputs), models=model_info, settings=settings,
-                        stats=stats)
-        if out is not None:
-            ev.to_json(out / "evaluation.json")
+
+def evaluate_runs(models: Mapping[str, str | Path], data: str | Path | Dataset, *,
+                  progress: Progress = NULL, **options: Any) -> Evaluation:
+    """Evaluate checkpoints on a dataset split per lighting level (module docstring).
+
+    ``models``: display name -> checkpoint file or run folder (its last checkpoint); ``options``: the
+    fields of :class:`EvalConfig`. Progress stages: ``load``, ``reconstruct``, ``render``, ``done``;
+    cancelling ``progress`` stops between steps (CancelledError). ``plan`` then ``execute``.
+    """
+    return execute(plan(models, data, EvalConfig(**options)), progress)
+
+
+def execute(the_plan: EvalPlan, progress: Progress = NULL) -> Evaluation:
+    """Load the models, resume what ``out_dir`` holds, and compute what is left of ``the_plan``."""
+    return _Execution(the_plan, progress).run()
+
+
+class _Execution:
+    """One :func:`execute` call: the loaded models, the entries so far, the work folder and the stats."""
+
+    def __init__(self, the_plan: EvalPlan, progress: Progress) -> None:
+        from backend.models.device import resolve_device
+
+        self.t_start = time.perf_counter()
+        self.plan, self.cfg, self.ds, self.progress = the_plan, the_plan.config, the_plan.dataset, progress
+        self.device = resolve_device(self.cfg.device)
+        self.entries: dict[tuple[str, str, int, str], dict] = {}
+        self._subject: dict[str, _Subject] = {}
+
+    # -- setup -------------------------------------------------------------------------------------
+    def load(self) -> None:
+        self.progress.report("load", 0.0, models=len(self.plan.models))
+        self.loaded: list[LoadedModel] = []
+        for name, path in self.plan.models.items():
+            self.progress.check("evaluation cancelled")
+            self.loaded.append(load_model(name, path, self.device))
+            self.progress.report("load", 0.0, model=name)
+        self.slugs = unique_slugs([m.name for m in self.loaded])
+        self.groups = group_by_geometry(self.loaded)
+        identities = {m.name: _model_identity(m) for m in self.loaded}
+        self.model_info = {
+            m.name: {"checkpoint": str(m.checkpoint.resolve()), "identity": identities[m.name],
+                     "geometry": m.geometry, "folder": self.slugs[m.name],
+                     "shares_geometry_with": [o.name for o in self.loaded
+                                              if o.geometry == m.geometry and o.name != m.name],
+                     "config": m.model.config.to_dict()} for m in self.loaded}
+        self.out = Path(self.cfg.out_dir) if self.cfg.out_dir is not None else None
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.entries = _resumable_entries(self.out / "evaluation.json", self.plan.settings, identities)
+        self.stats: dict[str, Any] = {
+            "reconstructions": 0, "color_queries": 0, "geometry_evaluations": 0, "renders": 0,
+            "render_processes": 0, "resumed_items": len(self.entries), "skipped": list(self.plan.skipped),
+            "seconds": {"load": round(time.perf_counter() - self.t_start, 3), "reconstruct": 0.0,
+                        "color": 0.0, "texture": 0.0, "geometry": 0.0, "render": 0.0, "image_metrics": 0.0},
+            "groups": [[m.name for m in g] for g in self.groups], "device": str(self.device)}
+        self.stats["lpips"] = _lpips_stats(self.cfg)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def save(self) -> Evaluation:
+        ev = Evaluation(per_item=_ordered(self.entries, self.loaded, self.plan.inputs),
+                        models=self.model_info, settings=self.plan.settings, stats=self.stats)
+        if self.out is not None:
+            ev.to_json(self.out / "evaluation.json")
         return ev
 
-    def complete(entry: dict | None) -> bool:
+    def complete(self, entry: dict | None) -> bool:
+        """Whether an entry needs nothing more (scored, and rendered when image metrics are on)."""
         if entry is None:
             return False
-        return entry.get("error") is not None or not image_metrics or entry.get("psnr_input") is not None \
-            or entry.get("image_error") is not None
+        return entry.get("error") is not None or not self.cfg.image_metrics \
+            or entry.get("psnr_input") is not None or entry.get("image_error") is not None
 
-    subject_cache: dict[str, _Subject] = {}
+    def subject(self, sid: str) -> _Subject:
+        if sid not in self._subject:
+            self._subject.clear()  # one subject's GT in memory at a time
+            self._subject[sid] = _prepare_subject(self.ds, sid, self.cfg.gt_samples)
+        return self._subject[sid]
 
-    def subject(sid: str) -> _Subject:
-        if sid not in subject_cache:
-            subject_cache.clear()  # one subject's GT in memory at a time
-            subject_cache[sid] = _prepare_subject(ds, sid, gt_samples)
-        return subject_cache[sid]
-
-    # Overall progress: each geometry group is an equal share; its renders take the last fifth of it.
-    recon_share = 0.8 if image_metrics else 1.0
-
-    def overall(group_index: int, phase: str, fraction: float) -> float:
+    def share(self, group_index: int, phase: str, fraction: float) -> float:
+        """Overall progress: each geometry group is an equal share; its renders take the last fifth."""
+        recon_share = 0.8 if self.cfg.image_metrics else 1.0
         within = recon_share * fraction if phase == "reconstruct" else \
             recon_share + (1.0 - recon_share) * fraction
-        return (group_index + within) / len(groups)
+        return (group_index + within) / len(self.groups)
 
-    try:
-        for g_index, group in enumerate(groups):
-            pending_render: list[tuple[LoadedModel, tuple[str, int, str]]] = []
-            for sid, view, level in inputs:
-                for m in group:  # an unrendered entry whose mesh is gone (work folder deleted): redo it
-                    key = _item_key(m.name, sid, view, level)
-                    if key in entries and not complete(entries[key]) and \
-                            not (work / slugs[m.name] / sid / f"v{int(view):03d}_{level}.npz").is_file():
-                        del entries[key]
-            for i_input, (sid, view, level) in enumerate(inputs):
-                todo = [m for m in group if _item_key(m.name, sid, view, level) not in entries]
-                if todo:
-                    check_stop()
-                    info = {"subject": sid, "view": view, "level": level, "models": [m.name for m in todo],
-                            "input": i_input + 1, "inputs": len(inputs), "group": g_index + 1,
-                            "groups": len(groups)}
-                    report("reconstruct", overall(g_index, "reconstruct", i_input / len(inputs)), info)
-                    new = _evaluate_input(group, todo, ds, subject(sid), sid, view, level,
-                                          resolution=resolution, k=k, device=dev,
-                                          geometry_samples=geometry_samples, work=work, slugs=slugs,
-                                          image_metrics=image_metrics, out=out,
-                                          keep_meshes=keep_meshes, stats=stats, should_stop=should_stop)
-                    entries.update(new)
-                    save()
-                for m in group:
-                    key = _item_key(m.name, sid, view, level)
-                    if image_metrics and not complete(entries.get(key)):
-                        pending_render.append((m, (sid, view, level)))
-            report("reconstruct", overall(g_index, "reconstruct", 1.0), {"group": g_index + 1})
-            if pending_render:
-                _render_and_compare(pending_render, entries, ds, work=work, slugs=slugs,
-                                    novel=novel_views, samples=settings["render_samples"], blender=blender,
-                                    lpips=bool(lpips), device=dev, keep=keep_meshes and out is not None,
-                                    out=out, stats=stats, should_stop=should_stop,
-                                    report=lambda stage, f, info, g=g_index: report(
-                                        stage, overall(g, "render", f), info))
-                save()
-        stats["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
-        for key in seconds:
-            seconds[key] = round(seconds[key], 3)
-        evaluation = save()
-        if out is not None:  # the work folder only matters to a resumed run
-            shutil.rmtree(work, ignore_errors=True)
-        report("done", 1.0, {"items": len(evaluation.per_item)})
-        return evaluation
-    finally:
-        if tmp_holder is not None:
-            tmp_holder.cleanup()
+    # -- the work ----------------------------------------------------------------------------------
+    def run(self) -> Evaluation:
+        self.load()
+        holder = tempfile.TemporaryDirectory(prefix="avatex-eval-") if self.out is None else None
+        self.work = Path(holder.name) if holder is not None else self.out / ".work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        try:
+            for g_index, group in enumerate(self.groups):
+                self.run_group(g_index, group)
+            seconds = self.stats["seconds"]
+            seconds["total"] = round(time.perf_counter() - self.t_start, 3)
+            for key in seconds:
+                seconds[key] = round(seconds[key], 3)
+            evaluation = self.save()
+            if self.out is not None:  # the work folder only matters to a resumed run
+                shutil.rmtree(self.work, ignore_errors=True)
+            self.progress.report("done", 1.0, items=len(evaluation.per_item))
+            return evaluation
+        finally:
+            if holder is not None:
+                holder.cleanup()
+
+    def run_group(self, g_index: int, group: list[LoadedModel]) -> None:
+        """Reconstruct every input once for the group, score its models, then render what is pending."""
+        inputs, cfg = self.plan.inputs, self.cfg
+        for sid, view, level in inputs:
+            for m in group:  # an unrendered entry whose mesh is gone (work folder deleted): redo it
+                key = _item_key(m.name, sid, view, level)
+                mesh = self.work / self.slugs[m.name] / sid / f"v{int(view):03d}_{level}.npz"
+                if key in self.entries and not self.complete(self.entries[key]) and not mesh.is_file():
+                    del self.entries[key]
+        pending: list[tuple[LoadedModel, tuple[str, int, str]]] = []
+        for i_input, (sid, view, level) in enumerate(inputs):
+            todo = [m for m in group if _item_key(m.name, sid, view, level) not in self.entries]
+            if todo:
+                self.progress.check("evaluation cancelled")
+                self.progress.report("reconstruct", self.share(g_index, "reconstruct", i_input / len(inputs)),
+                                     subject=sid, view=view, level=level, models=[m.name for m in todo],
+                                     input=i_input + 1, inputs=len(inputs), group=g_index + 1,
+                                     groups=len(self.groups))
+                self.entries.update(_evaluate_input(
+                    group, todo, self.ds, self.subject(sid), sid, view, level, resolution=cfg.resolution,
+                    k=cfg.k, device=self.device, geometry_samples=cfg.geometry_samples, work=self.work,
+                    slugs=self.slugs, image_metrics=cfg.image_metrics, out=self.out,
+                    keep_meshes=cfg.keep_meshes, stats=self.stats, progress=self.progress))
+                self.save()
+            pending += [(m, (sid, view, level)) for m in group if cfg.image_metrics
+                        and not self.complete(self.entries.get(_item_key(m.name, sid, view, level)))]
+        self.progress.report("reconstruct", self.share(g_index, "reconstruct", 1.0), group=g_index + 1)
+        if pending:
+            _render_and_compare(pending, self.entries, self.ds, work=self.work, slugs=self.slugs,
+                                novel=cfg.novel_views, samples=self.plan.settings["render_samples"],
+                                blender=cfg.blender, lpips=bool(cfg.lpips), device=self.device,
+                                keep=cfg.keep_meshes and self.out is not None, out=self.out, stats=self.stats,
+                                progress=self.progress.sub(self.share(g_index, "render", 0.0),
+                                                           self.share(g_index, "render", 1.0)))
+            self.save()
+
+
+def _lpips_stats(cfg: EvalConfig) -> dict[str, Any]:
+    if not cfg.image_metrics:
+        return {"available": False, "reason": "image metrics off"}
+    from backend.metrics.image import lpips_status
+
+    status = lpips_status()
+    return {"available": bool(status.available and cfg.lpips),
+            "reason": status.reason if cfg.lpips else "not requested"}
 
 
 def _ordered(entries: dict, loaded: list[LoadedModel], inputs: list[tuple[str, int, str]]) -> list[dict]:
@@ -478,7 +532,7 @@ def _resumable_entries(path: Path, settings: dict, identities: dict[str, str]) -
 def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Dataset, subj: _Subject, sid: str,
                     view: int, level: str, *, resolution: int, k: int, device: torch.device,
                     geometry_samples: int, work: Path, slugs: dict[str, str], image_metrics: bool,
-                    out: Path | None, keep_meshes: bool, stats: dict, should_stop: StopFn | None
+                    out: Path | None, keep_meshes: bool, stats: dict, progress: Progress
                     ) -> dict:
     """Reconstruct one input image once for a geometry group and score every model of ``todo``."""
     from backend.metrics import geometry_metrics, texture_distance
@@ -495,7 +549,7 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
     t = time.perf_counter()
     try:
         rec = reconstruct(leader.model, rgba[..., :3], rgba[..., 3], resolution=resolution, device=device,
-                          should_stop=should_stop)
+                          progress=progress.muted())
     except InputError as exc:  # e.g. a field that never crosses 0.5: no surface
         seconds["reconstruct"] += time.perf_counter() - t
         return {_item_key(m.name, sid, view, level): {"model": m.name, **base, "error": str(exc)}
@@ -523,8 +577,7 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
         if m is leader:
             colors = rec.colors
         else:
-            if should_stop is not None and should_stop():
-                raise CancelledError("evaluation cancelled")
+            progress.check("evaluation cancelled")
             if framed is None:
                 framed = frame_subject(rgba[..., :3], rgba[..., 3], size=size)
             t = time.perf_counter()
@@ -533,7 +586,8 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
             seconds["color"] += time.perf_counter() - t
             stats["color_queries"] += 1
         t = time.perf_counter()
-        td = texture_distance(vertices, colors, subj.points, k=k, device=device, should_stop=should_stop)
+        td = texture_distance(vertices, colors, subj.points, k=k, device=device,
+                              progress=progress.muted())
         seconds["texture"] += time.perf_counter() - t
         if subj.gt_kind == "surface-samples":  # the point set stood in for the textured GT
             td = replace(td, gt_kind="surface-samples", gt_positions=subj.points.vertices.astype(np.float32))
@@ -564,8 +618,7 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
 def _render_and_compare(pending: list[tuple[LoadedModel, tuple[str, int, str]]], entries: dict, ds: Dataset,
                         *, work: Path, slugs: dict[str, str], novel: int,
                         samples: int, blender: str | None, lpips: bool, device: torch.device, keep: bool,
-                        out: Path | None, stats: dict, report: Callable[..., None],
-                        should_stop: StopFn | None) -> None:
+                        out: Path | None, stats: dict, progress: Progress) -> None:
     """Render every pending reconstruction of a group in one Blender process, then score the images."""
     from PIL import Image
 
@@ -590,12 +643,10 @@ def _render_and_compare(pending: list[tuple[LoadedModel, tuple[str, int, str]]],
     job = {"resolution": ds.resolution, "samples": int(samples),
            "device": "cpu" if device.type == "cpu" else "auto", "meshes": jobs}
     t = time.perf_counter()
-    report("render", 0.0, {"images": sum(len(j["views"]) for j in jobs)})
+    progress.report("render", 0.0, images=sum(len(j["views"]) for j in jobs))
     job_path = work / f"render-{len(list(work.glob('render-*.json')))}.json"
     final = run_render_job(job, job_path, blender=blender, log=work / "render.log",
-                           progress=lambda done, total, e: report("render", done / max(total, 1),
-                                                                  {"done": done, "images": total}),
-                           should_stop=should_stop)
+                           progress=progress)
     stats["seconds"]["render"] += time.perf_counter() - t
     stats["render_processes"] += 1
     stats["renders"] += int(final.get("images", 0))

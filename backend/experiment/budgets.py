@@ -1,21 +1,32 @@
 """Experiment budgets: how much data, model, training and evaluation one ``avatex experiment`` spends.
 
 A budget is plain data (a frozen dataclass), so the micro budget the tests use is just another entry of
-:data:`BUDGETS`. The numbers of ``small`` were chosen from measurements on the 2-core development
-machine (docs/experiment.md, "Budgets"); ``full`` is sized for one GPU and has not been run here.
+:data:`BUDGETS`. Its training side is not a copy of the training settings: it is a set of overrides of
+:class:`~backend.train.config.TrainConfig` (shared by the four runs, then per run), and every setting it
+does not name keeps TrainConfig's default. The numbers of ``small`` were chosen from measurements on
+the 2-core development machine (docs/experiment.md, "Budgets"); ``full`` is sized for one GPU and has
+not been run here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from avatex_core.lighting import PAPER_LEVELS
 from backend.errors import InputError
 
 LEVELS = PAPER_LEVELS
 BASELINE_LEVEL = "clear"
+SsimLoss = Literal["ssim", "l1+ssim"]
+RUNS = ("geometry", "baseline", "finetune")
+"""The training runs a budget sizes; the L1 and patch-SSIM fine-tunes share ``finetune``."""
+
+EXPERIMENT_TRAIN: dict[str, Any] = {"model": "small", "log_every": 10, "keep_checkpoints": 2,
+                                    "val_every": 100, "checkpoint_every": 100, "workers": 1}
+"""TrainConfig overrides of every experiment run, under each budget's own ``train``."""
 
 
 @dataclass(frozen=True)
@@ -38,32 +49,19 @@ class Budget:
     denoise: bool = True
     texture_size: int = 1024
     subdivide: int = 1
-    # -- model (new nets: the baseline is trained from scratch)
-    model: str = "small"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    # -- training: geometry stage, colour stage (the baseline), two fine-tunes with netG frozen
-    batch: int = 2
-    geometry_steps: int = 1000
-    geometry_lr: float = 1e-3
-    geometry_lr_decay_at: tuple[float, ...] = (0.8,)
-    baseline_steps: int = 500
-    baseline_lr: float = 1e-3
-    finetune_steps: int = 300
-    finetune_lr: float = 1e-4
-    ssim_loss: str = "l1+ssim"
+    # -- training (new nets: the baseline is trained from scratch): TrainConfig overrides
+    train: Mapping[str, Any] = field(default_factory=dict)
+    """overrides shared by the four runs (model size, batch, sampling, cadence), over EXPERIMENT_TRAIN."""
+    geometry: Mapping[str, Any] = field(default_factory=lambda: {"steps": 1000, "lr": 1e-3,
+                                                                 "lr_decay_at": [0.8]})
+    """the geometry stage's own overrides."""
+    baseline: Mapping[str, Any] = field(default_factory=lambda: {"steps": 500, "lr": 1e-3})
+    """the colour stage on the clear renders (L1), the baseline."""
+    finetune: Mapping[str, Any] = field(default_factory=lambda: {"steps": 300, "lr": 1e-4})
+    """each of the two fine-tunes with netG frozen, on every level."""
+    ssim_loss: SsimLoss = "l1+ssim"
     """the patch-SSIM model's loss: ``l1+ssim`` (L1 + local patch SSIM, 1:1) or ``ssim`` alone (what the
-    seed's SSIM model used). docs/experiment.md has the measurements behind the default."""
-    points_geometry: int = 5000
-    points_color: int = 5000
-    patches: int = 200
-    dense_samples: int = 200_000
-    pool_surface: int = 100_000
-    pool_uniform: int = 10_000
-    val_every: int = 100
-    val_views: tuple[int, ...] = (0,)
-    val_max_vertices: int = 20_000
-    checkpoint_every: int = 100
-    workers: int = 1
+    paper's SSIM model used). docs/experiment.md has the measurements behind the default."""
     # -- evaluation of the three models on the held-out subjects
     eval_views: tuple[int, ...] | None = None
     """indices into the dataset's views (None: every view)."""
@@ -88,12 +86,16 @@ class Budget:
             problems.append(f"levels must include {BASELINE_LEVEL!r} (the baseline trains on it)")
         if len(self.levels) < 2:
             problems.append("levels must hold at least two lighting levels (fine-tuning uses all of them)")
-        for name in ("views", "resolution", "batch", "geometry_steps", "baseline_steps", "finetune_steps",
-                     "eval_resolution", "report_size"):
+        for name in ("views", "resolution", "eval_resolution", "report_size"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.ssim_loss not in ("ssim", "l1+ssim"):
-            problems.append(f"ssim_loss must be 'ssim' or 'l1+ssim', got {self.ssim_loss!r}")
+        for run in RUNS:
+            steps = getattr(self, run).get("steps")
+            if not isinstance(steps, int) or steps < 1:
+                problems.append(f"{run}['steps'] must be an integer >= 1, got {steps!r}")
+        if self.ssim_loss not in get_args(SsimLoss):
+            problems.append(f"ssim_loss must be one of {', '.join(get_args(SsimLoss))}, "
+                            f"got {self.ssim_loss!r}")
         if problems:
             raise InputError(f"budget {self.name!r}: " + "; ".join(problems))
 
@@ -106,6 +108,17 @@ class Budget:
                              f"got {count}")
         test = min(self.test_subjects, max(1, count // 5))
         return dataclasses.replace(self, subjects=count, test_subjects=test)
+
+    def overrides(self, run: str) -> dict[str, Any]:
+        """The TrainConfig fields this budget sets for ``run`` (one of :data:`RUNS`)."""
+        return {**EXPERIMENT_TRAIN, **self.train, **getattr(self, run)}
+
+    def setting(self, name: str, run: str = "finetune") -> Any:
+        """TrainConfig field ``name`` as ``run`` uses it: the budget's override, else its default."""
+        from backend.train.config import TrainConfig
+
+        values = self.overrides(run)
+        return values[name] if name in values else getattr(TrainConfig(), name)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -138,10 +151,11 @@ BUDGETS: dict[str, Budget] = {
         summary="micro budget for the test suite: 3 avatars, 2 views x 2 levels at 64 px, a few steps",
         subjects=3, test_subjects=1, views=2, step_deg=180.0, resolution=64, levels=("wild", "clear"),
         samples=2, albedo_samples=1, denoise=False, texture_size=128, subdivide=0,
-        model_overrides=MICRO, batch=2, geometry_steps=4, baseline_steps=3, finetune_steps=4,
-        baseline_lr=1e-3, finetune_lr=1e-3, points_geometry=400, points_color=400, patches=16,
-        dense_samples=20_000, pool_surface=4_000, pool_uniform=400, val_every=2, val_max_vertices=2_000,
-        checkpoint_every=2, workers=0, eval_views=(0,), eval_resolution=32, image_metrics=False,
+        train={"model_overrides": MICRO, "points_geometry": 400, "points_color": 400, "patches": 16,
+               "dense_samples": 20_000, "pool_surface": 4_000, "pool_uniform": 400, "val_every": 2,
+               "val_max_vertices": 2_000, "checkpoint_every": 2, "workers": 0},
+        geometry={"steps": 4, "lr": 1e-3, "lr_decay_at": [0.8]}, baseline={"steps": 3, "lr": 1e-3},
+        finetune={"steps": 4, "lr": 1e-3}, eval_views=(0,), eval_resolution=32, image_metrics=False,
         novel_views=0, report_size=96,
         cost={"synth_s": 2.0, "image_s": 0.3, "cache_s": 2.0, "geometry_step_s": 0.05, "color_step_s": 0.05,
               "eval_item_s": 2.0, "report_s": 20.0},
@@ -151,8 +165,9 @@ BUDGETS: dict[str, Budget] = {
         summary="about an hour on a 2-core CPU: 13 avatars (3 held out), 15 views x 3 levels at 256 px, "
                 "the small model at 128 px input",
         subjects=13, test_subjects=3, views=15, step_deg=24.0, resolution=256,
-        model_overrides=SMALL_128, batch=2, geometry_steps=2000, baseline_steps=800, finetune_steps=400,
-        baseline_lr=1e-3, finetune_lr=1e-4, ssim_loss="l1+ssim", val_every=100, checkpoint_every=50,
+        train={"model_overrides": SMALL_128, "checkpoint_every": 50},
+        geometry={"steps": 2000, "lr": 1e-3, "lr_decay_at": [0.8]}, baseline={"steps": 800, "lr": 1e-3},
+        finetune={"steps": 400, "lr": 1e-4}, ssim_loss="l1+ssim",
         eval_views=(0, 4, 8, 12), eval_resolution=128, image_metrics=True, novel_views=2, report_size=320,
         cost={"synth_s": 2.0, "image_s": 0.3, "cache_s": 11.0, "geometry_step_s": 0.5, "color_step_s": 0.55,
               "eval_item_s": 9.0, "report_s": 30.0},
@@ -162,9 +177,9 @@ BUDGETS: dict[str, Budget] = {
         summary="one GPU: 120 avatars (12 held out), 45 views x 3 levels at 512 px, the official-size "
                 "model from scratch, tens of thousands of steps",
         subjects=120, test_subjects=12, views=45, step_deg=8.0, resolution=512, samples=32,
-        model="official", model_overrides={}, batch=8, geometry_steps=60_000, geometry_lr=1e-3,
-        geometry_lr_decay_at=(0.6, 0.8), baseline_steps=30_000, baseline_lr=1e-3, finetune_steps=10_000,
-        finetune_lr=1e-5, val_every=1000, checkpoint_every=1000, workers=8, eval_views=None,
+        train={"model": "official", "batch": 8, "val_every": 1000, "checkpoint_every": 1000, "workers": 8},
+        geometry={"steps": 60_000, "lr": 1e-3, "lr_decay_at": [0.6, 0.8]},
+        baseline={"steps": 30_000, "lr": 1e-3}, finetune={"steps": 10_000, "lr": 1e-5}, eval_views=None,
         eval_resolution=256, image_metrics=True, novel_views=4, report_subjects=3, report_size=512,
         cost={"synth_s": 2.0, "image_s": 0.4, "cache_s": 12.0, "geometry_step_s": 0.25, "color_step_s": 0.2,
               "eval_item_s": 4.0, "report_s": 300.0},

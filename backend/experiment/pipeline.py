@@ -31,14 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from avatex_core.atomic import write_json
-from backend.errors import CancelledError, InputError
+from avatex_core.progress import NULL, Progress
+from backend.errors import InputError
 from backend.experiment import stages
 from backend.experiment.budgets import BASELINE_LEVEL, Budget, get_budget
 from backend.experiment.report import LABELS as MODEL_LABELS
 from backend.experiment.report import MODELS
-
-Progress = Callable[[str, float, dict], None]
-StopFn = Callable[[], bool]
 
 FORMAT = "avatex-experiment"
 FORMAT_VERSION = 1
@@ -191,17 +189,20 @@ def estimates_for(budget: Budget, views: int, train_subjects: int, test_subjects
     c = budget.cost
     color_val = c.get("eval_item_s", 10.0) * 0.1 * test_subjects * levels  # one validation pass
     subjects = train_subjects + test_subjects
+
+    def color_run(run: str) -> float:
+        steps = budget.setting("steps", run)
+        validations = steps // budget.setting("val_every", run) + 2
+        return steps * c.get("color_step_s", 1.0) + color_val * validations
+
     return {
         "synth": (5.0 + subjects * c.get("synth_s", 2.0)) if synth else 0.0,
         "render": subjects * views * (levels + 1) * c.get("image_s", 0.4) if render else 0.0,
         "geometry": train_subjects * c.get("cache_s", 10.0)
-        + budget.geometry_steps * c.get("geometry_step_s", 1.0),
-        "baseline": budget.baseline_steps * c.get("color_step_s", 1.0)
-        + color_val * (budget.baseline_steps // budget.val_every + 2),
-        "l1": budget.finetune_steps * c.get("color_step_s", 1.0)
-        + color_val * (budget.finetune_steps // budget.val_every + 2),
-        "ssim": budget.finetune_steps * c.get("color_step_s", 1.0)
-        + color_val * (budget.finetune_steps // budget.val_every + 2),
+        + budget.setting("steps", "geometry") * c.get("geometry_step_s", 1.0),
+        "baseline": color_run("baseline"),
+        "l1": color_run("finetune"),
+        "ssim": color_run("finetune"),
         "export": 3.0,
         "evaluate": test_subjects * eval_views * levels * c.get("eval_item_s", 10.0),
         "report": c.get("report_s", 60.0),
@@ -224,16 +225,17 @@ def default_threads(device: str | None) -> int:
 
 def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str | Path | None = None,
                    meshes: list[str | Path] | None = None, subjects: int | None = None, seed: int = 0,
-                   device: str | None = None, threads: int | None = None, progress: Progress | None = None,
-                   should_stop: StopFn | None = None, verbose: bool = True,
+                   device: str | None = None, threads: int | None = None, progress: Progress = NULL,
+                   verbose: bool = True,
                    command: str | None = None) -> dict[str, Any]:
     """Run (or continue) the experiment in ``out``; returns the table, paths and timings.
 
     Data: ``data`` (an existing relit dataset with a test split), ``meshes`` (scans to render), or by
     default ``budget.subjects`` (``subjects`` overrides) sample avatars synthesised with ``seed``.
-    ``progress(stage, fraction, info)`` gets ``stage`` = a stage name, ``fraction`` of the whole
-    experiment, and ``info`` with ``stage_index``, ``stages``, ``title``, ``eta_s`` and the stage's own
-    details. ``verbose`` lets the inner steps draw their own tqdm bars (the CLI).
+    ``progress`` gets reports with ``stage`` = a stage name, ``fraction`` of the whole experiment, and
+    ``info`` with ``stage_index``, ``stages``, ``title``, ``eta_s`` and the stage's own details (its own
+    stage as ``detail``); cancelling it stops the experiment at the next step, resumably. ``verbose``
+    lets the inner steps draw their own tqdm bars (the CLI).
     """
     import torch
 
@@ -291,8 +293,6 @@ def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str
     started = time.monotonic()
 
     def report(stage: str, within: float, info: dict | None = None, left_s: float | None = None) -> None:
-        if progress is None:
-            return
         i = order.index(stage)
         est = clock.estimates.get(stage, 0.0) * clock.factor()
         current_left = left_s if left_s is not None else est * (1.0 - within)
@@ -304,13 +304,18 @@ def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str
         for key in ("eta_s", "elapsed_s"):  # a stage's own timing (training reports them) keeps its name
             if key in details:
                 details[f"stage_{key}"] = details.pop(key)
-        progress(stage, min(1.0, done_est / total_est),
-                 {**details, "stage_index": i + 1, "stages": len(order), "title": STAGE_TITLES[stage],
-                  "eta_s": eta, "elapsed_s": time.monotonic() - started})
+        details.update(stage_index=i + 1, stages=len(order), title=STAGE_TITLES[stage], eta_s=eta,
+                       elapsed_s=time.monotonic() - started)
+        progress.report(stage, done_est / total_est, **details)
+
+    def inner(name: str, forward: Callable[[str, float, dict], None] | None = None) -> Progress:
+        """The Progress a stage's own work gets: its reports become stage ``name``'s (their own stage as
+        ``detail``), and it is cancelled with ``progress``."""
+        return Progress(forward or (lambda s, f, info: report(name, f, {"detail": s, **info})),
+                        should_stop=lambda: progress.cancelled)
 
     def stage(name: str, done: bool, work: Callable[[], Any], extra: Callable[[], dict] | None = None) -> Any:
-        if should_stop is not None and should_stop():
-            raise CancelledError(f"experiment stopped before stage {name}; run the same command to resume")
+        progress.check(f"experiment stopped before stage {name}; run the same command to resume")
         if done:
             clock.record(name, None, "done", None)
             report(name, 1.0, {"skipped": True})
@@ -327,16 +332,14 @@ def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str
         if source["kind"] == "synth":
             stage("synth", stages.avatars_done(paths.avatars, b.subjects),
                   lambda: stages.synthesize_avatars(
-                      paths.avatars, b, seed, should_stop=should_stop,
-                      progress=lambda s, f, i: report("synth", f, {"detail": s, **i})))
+                      paths.avatars, b, seed, progress=inner("synth")))
             mesh_list = stages.avatar_paths(paths.avatars, b.subjects)
         elif source["kind"] == "meshes":
             mesh_list = [Path(p) for p in source["paths"]]
         if source["kind"] != "dataset":
             stage("render", stages.dataset_complete(paths.data, b.subjects, b.views),
                   lambda: stages.render_dataset(mesh_list, paths.data, b, seed, b.test_subjects,
-                                                threads=0, should_stop=should_stop,
-                                                progress=lambda f, i: report("render", f, i)))
+                                                threads=0, progress=inner("render")))
             ds = stages.check_dataset(paths.data)
             levels = list(ds.levels)
 
@@ -353,7 +356,7 @@ def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str
                 def on_progress(s: str, f: float, info: dict) -> None:
                     left = info.get("eta_s") if s == "train" else None
                     report(name, f if s == "train" else 0.0, {"detail": s, **info}, left_s=left)
-                return stages.train_run(cfg, progress=on_progress, should_stop=should_stop)[0]
+                return stages.train_run(cfg, progress=inner(name, on_progress))[0]
 
             done = stages.finished_checkpoint(Path(cfg["out"]), int(cfg["steps"]))
             ran = stage(name, done is not None, work, lambda cfg=cfg: {"steps": cfg["steps"]})
@@ -384,13 +387,10 @@ def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str
         finished_eval = paths.eval / "finished.json"
 
         def evaluate() -> None:
-            def on_progress(s: str, f: float, info: dict) -> None:
-                report("evaluate", f, {"detail": s, **info})
-
             ev = evaluate_runs({m: model_files[m] for m in MODELS}, data_root, split="test", levels=levels,
                                views=eval_views, resolution=b.eval_resolution, k=b.k, device=device,
                                image_metrics=b.image_metrics, novel_views=b.novel_views, out_dir=paths.eval,
-                               keep_meshes=True, progress=on_progress, should_stop=should_stop)
+                               keep_meshes=True, progress=inner("evaluate"))
             write_json(finished_eval, {"items": len(ev.per_item), "models": list(ev.models)})
 
         newest_model = max(f.stat().st_mtime for f in model_files.values())
@@ -411,7 +411,7 @@ def run_experiment(out: str | Path, *, budget: str | Budget = "small", data: str
                 train_dirs={n: Path(configs[n]["out"]) for n in TRAININGS}, timings=clock.timings,
                 command=command, machine_info=machine(), report_subjects=b.report_subjects,
                 report_view=b.report_view, size=b.report_size,
-                progress=lambda f, info: report("report", f, info))
+                progress=inner("report"))
         stage("report", report_done, write_report)
         clock.save()
         report_mod.write_command(results, command=command, timings=clock.timings, machine_info=machine(),

@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from avatex_core.progress import NULL, Progress
 from backend.errors import CancelledError, InputError
 from backend.experiment.budgets import BASELINE_LEVEL, Budget
 
 ROOT = Path(__file__).resolve().parents[2]
 
-Progress = Callable[[str, float, dict], None]
-StopFn = Callable[[], bool]
 AVATAR_PREFIX = "subject_"
 _STEP = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -42,8 +41,7 @@ def avatars_done(folder: Path, count: int) -> bool:
     return all((folder / f"{AVATAR_PREFIX}{i:04d}.json").is_file() for i in range(count))
 
 
-def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress | None = None,
-                       should_stop: StopFn | None = None) -> list[Path]:
+def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress = NULL) -> list[Path]:
     """Make the budget's avatars (only the missing ones) and return their PLY paths."""
     from backend.data.synth import synthesize
 
@@ -53,8 +51,7 @@ def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Pro
     # first missing one redoes at most a few finished avatars, identically.
     if missing:
         synthesize(budget.subjects - missing[0], folder, seed=seed, prefix=AVATAR_PREFIX, start=missing[0],
-                   texture_size=budget.texture_size, subdivisions=budget.subdivide, progress=progress,
-                   should_stop=should_stop)
+                   texture_size=budget.texture_size, subdivisions=budget.subdivide, progress=progress)
     return avatar_paths(folder, budget.subjects)
 
 
@@ -108,10 +105,9 @@ def dataset_complete(root: Path, subjects: int, views: int) -> bool:
 
 
 def render_dataset(meshes: Sequence[Path], out: Path, budget: Budget, seed: int, test_count: int,
-                   threads: int = 0, *, progress: Callable[[float, dict], None] | None = None,
-                   should_stop: StopFn | None = None) -> None:
+                   threads: int = 0, *, progress: Progress = NULL) -> None:
     """Render (or finish rendering) the relit dataset with the render library API, as ``avatex render``
-    does; ``progress(fraction, info)`` follows the images."""
+    does; ``progress`` follows the images and cancels the render."""
     from avatex_core import dataset_layout as layout
     from avatex_core import render_jobs as jobs
     from avatex_core.render_options import add_arguments
@@ -127,13 +123,7 @@ def render_dataset(meshes: Sequence[Path], out: Path, budget: Budget, seed: int,
     except jobs.RequestError as exc:
         raise InputError(f"cannot render the dataset: {exc}") from None
     render = jobs.DatasetRender(request, blender_command("render_dataset.py"), cwd=ROOT)
-
-    def follow(event: jobs.RenderEvent) -> None:
-        if progress is not None and event.kind in (jobs.IMAGE, jobs.PLAN):
-            progress(render.fraction, {"images": render.rendered_images, "of": render.total_images,
-                                       "detail": render.subject})
-
-    summary = render.run(follow, should_stop)
+    summary = render.run(progress=progress)
     if summary.cancelled:
         raise CancelledError("rendering interrupted; run the same command again to resume")
     if summary.exit_code not in (0, 1):
@@ -176,8 +166,7 @@ def finished_checkpoint(run: Path, steps: int) -> Path | None:
     return last if last is not None and checkpoint_step(last) >= steps else None
 
 
-def train_run(config: dict[str, Any], *, progress: Progress | None = None,
-              should_stop: StopFn | None = None) -> tuple[Path, bool]:
+def train_run(config: dict[str, Any], *, progress: Progress = NULL) -> tuple[Path, bool]:
     """Run, resume or skip one training run; (final checkpoint, whether any step was trained now).
 
     A run folder with checkpoints is resumed with only the fields resuming may change (device, workers,
@@ -195,7 +184,7 @@ def train_run(config: dict[str, Any], *, progress: Progress | None = None,
         config = {"out": str(run), "resume": True, "device": config.get("device"),
                   "workers": config.get("workers"), "progress_bar": config.get("progress_bar", True)}
         config = {k: v for k, v in config.items() if v is not None}
-    result = run_training(config, progress=progress, should_stop=should_stop)
+    result = run_training(config, progress=progress)
     return Path(result["checkpoint"]), True
 
 
@@ -208,29 +197,22 @@ def training_configs(budget: Budget, data: Path, levels: Sequence[str], train_di
     subjects' GT vertices, ``val_mode = gt-vertices``), so their curves are comparable. The colour runs
     start from the previous run's final checkpoint, which the pipeline fills in as ``init``.
     """
-    common = {"data": str(data), "model": budget.model, "model_overrides": dict(budget.model_overrides),
-              "batch": budget.batch, "seed": seed, "points_geometry": budget.points_geometry,
-              "points_color": budget.points_color, "patches": budget.patches,
-              "dense_samples": budget.dense_samples, "pool_surface": budget.pool_surface,
-              "pool_uniform": budget.pool_uniform, "workers": budget.workers, "log_every": 10,
-              "checkpoint_every": budget.checkpoint_every, "keep_checkpoints": 2,
-              "val_every": budget.val_every,
-              "val_views": list(budget.val_views), "val_levels": list(levels),
-              "val_max_vertices": budget.val_max_vertices, "progress_bar": progress_bar}
+    common = {"data": str(data), "seed": seed, "val_levels": list(levels), "progress_bar": progress_bar}
     if device:
         common["device"] = device
     all_levels = None  # every level of the dataset
-    return {
-        "geometry": {**common, "out": str(train_dir / "geometry"), "stage": "geometry",
-                     "levels": [BASELINE_LEVEL], "steps": budget.geometry_steps, "lr": budget.geometry_lr,
-                     "lr_decay_at": list(budget.geometry_lr_decay_at)},
-        "baseline": {**common, "out": str(train_dir / "baseline"), "stage": "color", "loss": "l1",
-                     "levels": [BASELINE_LEVEL], "steps": budget.baseline_steps, "lr": budget.baseline_lr},
-        "l1": {**common, "out": str(train_dir / "l1"), "stage": "color", "loss": "l1", "levels": all_levels,
-               "steps": budget.finetune_steps, "lr": budget.finetune_lr},
-        "ssim": {**common, "out": str(train_dir / "ssim"), "stage": "color", "loss": budget.ssim_loss,
-                 "levels": all_levels, "steps": budget.finetune_steps, "lr": budget.finetune_lr},
-    }
+    runs = {"geometry": ("geometry", {"stage": "geometry", "levels": [BASELINE_LEVEL]}),
+            "baseline": ("baseline", {"stage": "color", "loss": "l1", "levels": [BASELINE_LEVEL]}),
+            "l1": ("finetune", {"stage": "color", "loss": "l1", "levels": all_levels}),
+            "ssim": ("finetune", {"stage": "color", "loss": budget.ssim_loss, "levels": all_levels})}
+    return {name: {**_plain(budget.overrides(sized_by)), **common, "out": str(train_dir / name), **what}
+            for name, (sized_by, what) in runs.items()}
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Copies of a budget's override values, as TrainConfig wants them (lists, not tuples)."""
+    return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v
+            for k, v in values.items()}
 
 
 # -- export -------------------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ builder share one shape; the per-vertex arrays go to an ``.npz`` for Blender.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from avatex_core.atomic import write_with
+from avatex_core.progress import NULL, Progress
 from backend.errors import InputError
 from backend.meshio import ColoredMesh
 from backend.metrics.geometry import DEFAULT_SAMPLES, geometry_metrics
@@ -22,8 +22,7 @@ from backend.metrics.patd import DEFAULT_K, TextureDistance, texture_distance
 def evaluate_meshes(pred: ColoredMesh, gt: ColoredMesh, *, k: int = DEFAULT_K, gt_samples: int | None = None,
                     seed: int = 0, device=None, geometry: bool = True,
                     geometry_samples: int = DEFAULT_SAMPLES, cm_per_unit: float | None = None,
-                    progress: Callable[[str, float, dict], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> tuple[dict, TextureDistance]:
+                    progress: Progress = NULL) -> tuple[dict, TextureDistance]:
     """(report, per-vertex result) for ``pred`` (its vertices and their colours) against ``gt``.
 
     Report keys: ``patd_mean``, ``pipatd_mean`` (the headline numbers), ``patd`` / ``pipatd``
@@ -35,32 +34,23 @@ def evaluate_meshes(pred: ColoredMesh, gt: ColoredMesh, *, k: int = DEFAULT_K, g
     colors = pred.per_vertex_colors()
     t0 = time.perf_counter()
 
-    def texture_progress(stage: str, fraction: float, info: dict) -> None:
-        if progress is not None:
-            progress(stage, fraction * (0.6 if geometry else 1.0), info)
-
     td = texture_distance(pred.vertices, colors, gt, k=k, device=device, gt_samples=gt_samples,
-                          rng=np.random.default_rng(seed), progress=texture_progress,
-                          should_stop=should_stop)
+                          rng=np.random.default_rng(seed),
+                          progress=progress.sub(0.0, 0.6 if geometry else 1.0))
     t1 = time.perf_counter()
     summary = td.summary()
     report = {"patd_mean": summary["patd"]["mean"], "pipatd_mean": summary["pipatd"]["mean"], **summary,
               "geometry": None}
     seconds = {"texture": t1 - t0}
     if geometry:
-        if progress is not None:
-            progress("geometry", 0.6, {})
-        if should_stop is not None and should_stop():
-            from backend.errors import CancelledError
-
-            raise CancelledError("evaluation cancelled")
+        progress.report("geometry", 0.6)
+        progress.check("evaluation cancelled")
         report["geometry"] = geometry_metrics(pred.vertices, pred.faces, gt.vertices, gt.faces,
                                               samples=geometry_samples, rng=np.random.default_rng(seed),
                                               cm_per_unit=cm_per_unit).to_dict()
         seconds["geometry"] = time.perf_counter() - t1
     report["seconds"] = seconds
-    if progress is not None:
-        progress("done", 1.0, {})
+    progress.report("done", 1.0)
     return report, td
 
 

@@ -18,12 +18,12 @@ converted to Lab once, not once per pair.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from backend.errors import CancelledError, InputError
+from avatex_core.progress import NULL, Progress
+from backend.errors import InputError
 from backend.meshio import ColoredMesh, sample_surface
 from backend.metrics import color, knn
 
@@ -31,9 +31,6 @@ DEFAULT_K = 8
 DEFAULT_GT_SAMPLES = 1_000_000
 """Surface samples on a textured GT when no count is given: several times denser than a 256³
 marching-cubes reconstruction's vertices, so the nearest GT point is a close one."""
-
-Progress = Callable[[str, float, dict], None]
-
 
 @dataclass(frozen=True)
 class TextureDistance:
@@ -87,8 +84,7 @@ class TextureDistance:
 def texture_distance(pred_vertices: np.ndarray, pred_colors: np.ndarray, gt: ColoredMesh,
                      k: int = DEFAULT_K, device=None, gt_samples: int | None = None,
                      rng: np.random.Generator | int | None = None, *, engine: str = "auto",
-                     progress: Progress | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> TextureDistance:
+                     progress: Progress = NULL) -> TextureDistance:
     """PATD and PIPATD of a coloured point set (a reconstruction's vertices) against a GT mesh.
 
     Both must be in the same space (e.g. the canonical space of design.md §3). ``pred_colors`` are sRGB
@@ -99,10 +95,8 @@ def texture_distance(pred_vertices: np.ndarray, pred_colors: np.ndarray, gt: Col
     numpy otherwise). Both engines give the same values.
     """
     def report(stage: str, fraction: float, **info) -> None:
-        if should_stop is not None and should_stop():
-            raise CancelledError("texture distance cancelled")
-        if progress is not None:
-            progress(stage, fraction, info)
+        progress.check("texture distance cancelled")
+        progress.report(stage, fraction, **info)
 
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
         raise InputError(f"k must be a positive integer, got {k!r}")

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from backend.errors import InputError
 
-UPSAMPLE_MODES = ("bicubic", "nearest")
-COLOR_NORMS = ("group", "instance")
+Upsample = Literal["bicubic", "nearest"]
+ColorNorm = Literal["group", "instance"]
+UPSAMPLE_MODES: tuple[str, ...] = get_args(Upsample)
+COLOR_NORMS: tuple[str, ...] = get_args(ColorNorm)
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,14 @@ class ModelConfig:
     hourglass_dim: int = 256
     """Channels of each stack's output feature (the geometry MLP sees these plus z)."""
     norm_groups: int = 32
-    upsample: str = "bicubic"
+    upsample: Upsample = "bicubic"
     """Hourglass upsampling: ``bicubic`` (align_corners=True, as committed) or ``nearest``."""
     mlp_dim: tuple[int, ...] = (257, 1024, 512, 256, 128, 1)
     mlp_residual: bool = True
     """Skip-concat of the MLP input into every later layer (official ``no_residual=False``)."""
     color_ngf: int = 64
     color_blocks: int = 6
-    norm_color: str = "group"
+    norm_color: ColorNorm = "group"
     """``group`` as released, or ``instance`` (the code's default; different checkpoint keys)."""
     mlp_dim_color: tuple[int, ...] = (513, 1024, 512, 256, 128, 3)
     z_size: float = 200.0

@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backend.errors import CancelledError, InputError
+from avatex_core.progress import NULL, Progress
+from backend.errors import InputError
 
 OccupancyFn = Callable[[np.ndarray], np.ndarray]
-ProgressFn = Callable[[str, float, dict], None]
-StopFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -77,15 +76,14 @@ class _Evaluator:
     """Batches calls to ``fn``, counts points, reports progress, honours cancellation."""
 
     def __init__(self, fn: OccupancyFn, spec: GridSpec, batch_size: int,
-                 progress: ProgressFn | None, should_stop: StopFn | None) -> None:
+                 progress: Progress) -> None:
         self.fn, self.spec, self.batch_size = fn, spec, max(1, int(batch_size))
-        self.progress, self.should_stop = progress, should_stop
+        self.progress = progress
         self.count = 0
         self.fraction = 0.0
 
     def check(self) -> None:
-        if self.should_stop is not None and self.should_stop():
-            raise CancelledError("reconstruction cancelled")
+        self.progress.check("reconstruction cancelled")
 
     def __call__(self, indices: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
         """Occupancy at lattice indices (N, 3); progress moves from ``lo`` to ``hi`` meanwhile."""
@@ -97,9 +95,8 @@ class _Evaluator:
             vals = np.asarray(self.fn(self.spec.to_coords(idx).astype(np.float32)), dtype=np.float32)
             out[start:start + len(idx)] = vals.reshape(-1)
             self.count += len(idx)
-            if self.progress is not None:
-                self.fraction = lo + (hi - lo) * min(1.0, (start + len(idx)) / max(n, 1))
-                self.progress("occupancy", self.fraction, {"points": self.count})
+            self.fraction = lo + (hi - lo) * min(1.0, (start + len(idx)) / max(n, 1))
+            self.progress.report("occupancy", self.fraction, points=self.count)
         return out
 
 
@@ -111,14 +108,14 @@ def _check_spec(spec: GridSpec) -> None:
 
 
 def evaluate_dense(fn: OccupancyFn, spec: GridSpec, *, batch_size: int = 65536,
-                   progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                   progress: Progress = NULL,
                    include_max: bool = True) -> GridResult:
     """Every lattice point through ``fn``: (R+1)^3 points, or the official R^3 with
     ``include_max=False``. The reference the coarse-to-fine result is checked against."""
     _check_spec(spec)
     t0 = time.perf_counter()
     n = spec.resolution + (1 if include_max else 0)
-    ev = _Evaluator(fn, spec, batch_size, progress, should_stop)
+    ev = _Evaluator(fn, spec, batch_size, progress)
     volume = np.empty((n, n, n), dtype=np.float32)
     ij = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
     slab = max(1, (4 * batch_size) // (n * n) or 1)
@@ -165,8 +162,7 @@ def _cell_range(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def evaluate_coarse_to_fine(fn: OccupancyFn, spec: GridSpec, *, start_resolution: int = 32,
                             level: float = 0.5, margin: float = 0.1, coarse_margin: float = 0.49,
                             tolerance: float = 0.15, batch_size: int = 65536,
-                            progress: ProgressFn | None = None,
-                            should_stop: StopFn | None = None) -> GridResult:
+                            progress: Progress = NULL) -> GridResult:
     """Coarse-to-fine occupancy on the (R+1)^3 lattice by surface tracking (module docstring).
 
     ``start_resolution``: cells per axis of the first level, i.e. its spacing in box units (32 cells =
@@ -190,7 +186,7 @@ def evaluate_coarse_to_fine(fn: OccupancyFn, spec: GridSpec, *, start_resolution
     step = 1
     while r % (step * 2) == 0 and r // (step * 2) >= max(1, start_resolution):
         step *= 2
-    ev = _Evaluator(fn, spec, batch_size, progress, should_stop)
+    ev = _Evaluator(fn, spec, batch_size, progress)
     n = r // step
     axis = np.arange(n + 1) * step
     idx = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
@@ -279,8 +275,7 @@ def _track_surface(ev: _Evaluator, vol: np.ndarray, known: np.ndarray, todo: np.
 
 def evaluate_octree_official(fn: OccupancyFn, spec: GridSpec, *, init_resolution: int = 64,
                              threshold: float = 0.01, batch_size: int = 10000,
-                             progress: ProgressFn | None = None,
-                             should_stop: StopFn | None = None) -> GridResult:
+                             progress: Progress = NULL) -> GridResult:
     """The official ``eval_grid_octree`` schedule (reference/pifu.md §5), for comparison.
 
     Same points evaluated, same fills, same R^3 grid: start every ``R / init_resolution`` voxels; per
@@ -298,7 +293,7 @@ def evaluate_octree_official(fn: OccupancyFn, spec: GridSpec, *, init_resolution
     grid_mask = np.zeros((r, r, r), dtype=bool)
     reso = max(1, r // init_resolution)
     evaluated = np.zeros((r, r, r), dtype=bool)
-    ev = _Evaluator(fn, spec, batch_size, progress, should_stop)
+    ev = _Evaluator(fn, spec, batch_size, progress)
     levels = []
     while reso > 0:
         grid_mask[0:r:reso, 0:r:reso, 0:r:reso] = True

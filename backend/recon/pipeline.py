@@ -13,14 +13,14 @@ under 10k vertices), and marching cubes uses skimage's current API.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from avatex_core import canonical
-from backend.errors import CancelledError, InputError
+from avatex_core.progress import NULL, Progress
+from backend.errors import InputError
 from backend.models.blocks import index, orthogonal
 from backend.models.device import resolve_device
 from backend.models.pifu import PIFu
@@ -34,8 +34,6 @@ from backend.recon.grid import (
 )
 from backend.recon.mesh import extract_surface
 
-ProgressFn = Callable[[str, float, dict], None]
-StopFn = Callable[[], bool]
 SCHEDULES = ("coarse-to-fine", "official", "dense")
 
 
@@ -74,14 +72,9 @@ def fast_pays(classifier: SurfaceClassifier, feature_pixels: int, points: int) -
     return points * (plain - per_point_fast) > projection
 
 
-def _check_stop(should_stop: StopFn | None) -> None:
-    if should_stop is not None and should_stop():
-        raise CancelledError("reconstruction cancelled")
-
-
 def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, *, resolution: int = 256,
-                device: str | torch.device | None = None, progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None, schedule: str = "coarse-to-fine",
+                device: str | torch.device | None = None, progress: Progress = NULL,
+                schedule: str = "coarse-to-fine",
                 fast: bool | None = None, chunk: int | None = None) -> Reconstruction:
     """Reconstruct a coloured mesh from one image of a person.
 
@@ -90,7 +83,8 @@ def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, 
     ``resolution``: grid cells per axis over the box [-1, 1]^3. ``device``: None = CUDA when available
     (the model is moved there). ``schedule``: ``coarse-to-fine`` (default), ``official`` (PIFu's octree,
     for comparison) or ``dense``. ``fast``: pre-projected MLP path (None = when it pays). ``chunk``:
-    points per network call. Progress stages: frame, encode, occupancy, mesh, color.
+    points per network call. Progress stages (each from 0 to 1): frame, encode, occupancy, mesh, color;
+    ``progress`` cancelling raises :class:`~backend.errors.CancelledError` between network calls.
     """
     if schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -99,27 +93,22 @@ def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, 
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
 
-    def report(stage: str, fraction: float, info: dict | None = None) -> None:
-        if progress is not None:
-            progress(stage, fraction, info or {})
-
     dev = resolve_device(device)
     if model.device != dev:
         model.to(dev)
     chunk = chunk or default_chunk(dev)
 
     t = time.perf_counter()
-    report("frame", 0.0)
+    progress.report("frame", 0.0)
     framed = frame_subject(image, mask, size=model.config.load_size)
     seconds["frame"] = time.perf_counter() - t
-    report("frame", 1.0, {"crop": framed.crop})
+    progress.report("frame", 1.0, crop=framed.crop)
 
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            rec = _run(model, framed, dev, resolution, schedule, fast, chunk, report, should_stop,
-                       seconds, t_start)
+            rec = _run(model, framed, dev, resolution, schedule, fast, chunk, progress, seconds, t_start)
             rec.stats["image_size"] = [int(np.shape(image)[0]), int(np.shape(image)[1])]
             return rec
     finally:
@@ -127,11 +116,11 @@ def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, 
 
 
 def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, schedule: str,
-         fast: bool | None, chunk: int, report: Callable[..., None], should_stop: StopFn | None,
-         seconds: dict[str, float], t_start: float) -> Reconstruction:
-    _check_stop(should_stop)
+         fast: bool | None, chunk: int, progress: Progress, seconds: dict[str, float],
+         t_start: float) -> Reconstruction:
+    progress.check("reconstruction cancelled")
     t = time.perf_counter()
-    report("encode", 0.0)
+    progress.report("encode", 0.0)
     img_np, mask_np = framed.network_input()
     images = torch.from_numpy(img_np).to(dev)
     masks = torch.from_numpy(mask_np).to(dev)
@@ -139,7 +128,7 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds["encode"] = time.perf_counter() - t
-    report("encode", 1.0)
+    progress.report("encode", 1.0)
 
     calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
     spec = GridSpec(resolution, canonical.BOX_MIN, canonical.BOX_MAX)
@@ -153,27 +142,25 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
         return model.query_occupancy(pts, calib, fast=fast_g)[0, 0].float().cpu().numpy()
 
     t = time.perf_counter()
-    report("occupancy", 0.0)
-    stop = should_stop
+    progress.report("occupancy", 0.0)
     if schedule == "coarse-to-fine":
-        grid = evaluate_coarse_to_fine(occupancy, spec, batch_size=chunk, progress=report, should_stop=stop)
+        grid = evaluate_coarse_to_fine(occupancy, spec, batch_size=chunk, progress=progress)
     elif schedule == "official":
-        grid = evaluate_octree_official(occupancy, spec, batch_size=chunk, progress=report, should_stop=stop)
+        grid = evaluate_octree_official(occupancy, spec, batch_size=chunk, progress=progress)
     else:
-        grid = evaluate_dense(occupancy, spec, batch_size=chunk, progress=report, should_stop=stop)
+        grid = evaluate_dense(occupancy, spec, batch_size=chunk, progress=progress)
     seconds["occupancy"] = time.perf_counter() - t
-    report("occupancy", 1.0, {"points": grid.points_evaluated})
+    progress.report("occupancy", 1.0, points=grid.points_evaluated)
 
-    _check_stop(should_stop)
+    progress.check("reconstruction cancelled")
     t = time.perf_counter()
-    report("mesh", 0.0)
+    progress.report("mesh", 0.0)
     vertices, faces = extract_surface(grid.volume, spec, 0.5)
     seconds["marching_cubes"] = time.perf_counter() - t
-    report("mesh", 1.0, {"vertices": len(vertices), "faces": len(faces)})
+    progress.report("mesh", 1.0, vertices=len(vertices), faces=len(faces))
 
     t = time.perf_counter()
-    colors, color_source, fast_c = _vertex_colors(model, framed, vertices, calib, dev, fast, chunk, report,
-                                                  should_stop)
+    colors, color_source, fast_c = _vertex_colors(model, framed, vertices, calib, dev, fast, chunk, progress)
     seconds["color"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_start
     stats = {
@@ -196,13 +183,13 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
 
 
 def _vertex_colors(model: PIFu, framed: FramedImage, vertices: np.ndarray, calib: torch.Tensor,
-                   dev: torch.device, fast: bool | None, chunk: int, report: Callable[..., None],
-                   should_stop: StopFn | None) -> tuple[np.ndarray, str, bool]:
+                   dev: torch.device, fast: bool | None, chunk: int,
+                   progress: Progress) -> tuple[np.ndarray, str, bool]:
     """sRGB colour of every vertex (all of them, in chunks): the colour net's ``0.5 * c + 0.5``, or
     without a colour net the input image at the vertex's projection (official ``gen_mesh``)."""
     n = len(vertices)
     out = np.empty((n, 3), dtype=np.float32)
-    report("color", 0.0)
+    progress.report("color", 0.0)
     if model.net_c is None:
         image = torch.from_numpy(framed.rgb.transpose(2, 0, 1)[None].copy()).to(dev)
         query = lambda pts: index(image, orthogonal(pts, calib)[:, :2])[0].t()  # noqa: E731
@@ -214,9 +201,9 @@ def _vertex_colors(model: PIFu, framed: FramedImage, vertices: np.ndarray, calib
         source = "color-net"
     step = max(1, chunk)
     for start in range(0, n, step):
-        _check_stop(should_stop)
+        progress.check("reconstruction cancelled")
         pts = torch.from_numpy(vertices[start:start + step]).to(dev).t().unsqueeze(0)
         out[start:start + step] = query(pts).float().cpu().numpy()
-        report("color", min(1.0, (start + step) / n), {"vertices": min(n, start + step)})
+        progress.report("color", (start + step) / n, vertices=min(n, start + step))
     np.clip(out, 0.0, 1.0, out=out)
     return out, source, bool(fast_c)

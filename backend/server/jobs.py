@@ -33,6 +33,7 @@ import numpy as np
 
 from avatex_core import protocol
 from avatex_core.atomic import remove_stale_temporaries, write_json
+from avatex_core.progress import Progress
 from backend.errors import AvatexError, CancelledError, InputError
 
 log = logging.getLogger("avatex.server")
@@ -178,7 +179,10 @@ class Context:
         self.request = request
         self._peer_local = peer_local
         self.reply_job: str | None = job.id if job else None
-        self._last_progress = 0.0
+        self.job_progress = Progress(self._publish, should_stop=self.should_stop,
+                                     interval_s=manager.progress_interval_s if manager else 0.0)
+        """The job as one :class:`~avatex_core.progress.Progress` for the operation it runs: it clamps
+        and throttles the reports and cancels on ``job.cancel`` or the job's timeout."""
 
     @property
     def job_id(self) -> str | None:
@@ -194,23 +198,22 @@ class Context:
     def is_local(self) -> bool:
         return bool(self._peer_local and self._peer_local())
 
-    def progress(self, stage: str, fraction: float | None = None, info: dict | None = None) -> None:
-        """Report progress (the brief's ``progress(stage, fraction, info)`` convention)."""
+    def progress(self, stage: str, fraction: float, info: dict | None = None) -> None:
+        """Report progress from the handler itself (``job_progress.report`` with ``info`` as a dict)."""
+        self.job_progress.report(stage, fraction, **(info or {}))
+
+    def _publish(self, stage: str, fraction: float, info: dict) -> None:
+        """Record a report that passed ``job_progress``'s throttle on the job, and tell its subscribers."""
         if self.job is None or self._manager is None:
             return
-        if fraction is not None:
-            fraction = min(max(float(fraction), 0.0), 1.0)
         job = self.job
         now = time.monotonic()
-        changed = stage != job.stage or fraction in (0.0, 1.0)
         job.stage, job.fraction = str(stage), fraction
         try:
             job.info = protocol.jsonable(info or {})
         except TypeError:   # progress must never kill a job: show what cannot be sent as text
             job.info = {str(k): str(v) for k, v in dict(info or {}).items()}
-        if changed or now - self._last_progress >= self._manager.progress_interval_s:
-            self._last_progress = now
-            self._manager.notify(job, "progress")
+        self._manager.notify(job, "progress")
         if self._manager.store and now - job.last_saved >= self._manager.save_interval_s:
             self._manager._save(job)   # so a restart shows how far the job got
 

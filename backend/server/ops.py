@@ -3,8 +3,8 @@
 A handler is ``handler(args, arrays, ctx) -> (result, arrays)``: ``args`` already validated against the
 operation's :class:`~backend.server.schema.Arg` schema (defaults filled in), ``arrays`` read-only numpy
 views of the received frames, ``ctx`` a :class:`~backend.server.jobs.Context` with ``progress``,
-``should_stop``, ``device`` and ``resolve_path``. ``job=True`` operations run on a worker thread and
-stream progress; the others are answered on the socket loop and must be quick.
+``should_stop``, ``job_progress``, ``device`` and ``resolve_path``. ``job=True`` operations run on a
+worker thread and stream progress; the others are answered on the socket loop and must be quick.
 
 Science handlers import the models, reconstruction, metrics and training code inside the function, so
 the server starts (and answers ``hello``) without importing torch, and a part that is missing answers
@@ -289,7 +289,7 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
                                                 net_c=paths["net_c"], device=ctx.device))
     ctx.check_stop()
     rec = reconstruct(model, image, mask, resolution=args["resolution"], device=ctx.device,
-                      progress=ctx.progress, should_stop=ctx.should_stop)
+                      progress=ctx.job_progress)
     vertices = np.ascontiguousarray(rec.vertices, dtype=np.float32)
     faces = np.ascontiguousarray(rec.faces, dtype=np.int32)
     colors = np.ascontiguousarray(rec.colors, dtype=np.float32)
@@ -360,7 +360,7 @@ def op_evaluate(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     ctx.check_stop()
     td = texture_distance(arrays["vertices"], arrays["colors"], gt, k=args["k"], device=ctx.device,
                           gt_samples=args["gt_samples"], rng=np.random.default_rng(args["seed"]),
-                          progress=ctx.progress, should_stop=ctx.should_stop)
+                          progress=ctx.job_progress)
     return dict(td.summary()), {"patd": np.asarray(td.patd, np.float32),
                                 "pipatd": np.asarray(td.pipatd, np.float32),
                                 "nearest": np.asarray(td.nearest, np.int64)}
@@ -384,7 +384,7 @@ def _training_entry() -> Callable[..., dict]:
     run = getattr(module, "run_training", None)
     if run is None:
         raise NotAvailableError("training is not available on this server: backend.train has no "
-                                "run_training(config, *, progress, should_stop)")
+                                "run_training(config, *, progress)")
     return run
 
 
@@ -422,7 +422,7 @@ def prepare_train(args: dict, arrays: dict, ctx: Context) -> dict | Job:
 
 
 def op_train(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    """Run ``backend.train.run_training(config, *, progress, should_stop) -> dict``.
+    """Run ``backend.train.run_training(config, *, progress) -> dict``.
 
     A TOML file named by ``config['config']`` is read here and merged under the request's fields, so
     its paths are confined to the roots like the others. ``device`` is the device the server gave the
@@ -438,7 +438,7 @@ def op_train(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     config["device"] = ctx.device
     if ctx.resume:
         config["resume"] = config["out"]
-    result = run_training(config, progress=ctx.progress, should_stop=ctx.should_stop)
+    result = run_training(config, progress=ctx.job_progress)
     return dict(result or {}), {}
 
 

@@ -11,22 +11,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from backend.data.sampling import (
-    PATCH_MODES,
-    PATCH_WEIGHTINGS,
-    PIFU_COLOR_SIGMA,
-    PIFU_GEOMETRY_SIGMA,
-)
+from backend.data.sampling import PIFU_COLOR_SIGMA, PIFU_GEOMETRY_SIGMA, PatchMode, PatchWeighting
 from backend.errors import InputError
-from backend.train.losses import COLOR_LOSSES, OCCUPANCY_LOSSES, SSIM_RANGES, SSIM_VARIANTS
+from backend.train.losses import ColorLoss, OccupancyLoss, SsimRange, SsimVariant
 
-STAGES = ("geometry", "color", "both")
-MODEL_PRESETS = ("small", "official")
-VAL_MODES = ("gt-vertices", "recon")
+Stage = Literal["geometry", "color", "both"]
+ModelPreset = Literal["small", "official"]
+ValMode = Literal["gt-vertices", "recon"]
+STAGES: tuple[str, ...] = get_args(Stage)
+MODEL_PRESETS: tuple[str, ...] = get_args(ModelPreset)
+VAL_MODES: tuple[str, ...] = get_args(ValMode)
 
 # Fields that may change when a run is resumed (they do not change what the run computes, or extend it).
 RESUMABLE_CHANGES = frozenset({"steps", "epochs", "device", "workers", "log_every", "checkpoint_every",
@@ -36,34 +35,50 @@ RESUMABLE_CHANGES = frozenset({"steps", "epochs", "device", "workers", "log_ever
 
 @dataclass
 class TrainConfig:
-    """All settings of one training run (see docs/training.md for the meaning of each)."""
+    """All settings of one training run (see docs/training.md for the meaning of each).
+
+    The attribute docstrings double as the help of ``avatex train``'s flags
+    (:mod:`backend.cli.dataclass_args`), and the defaults here are the only ones.
+    """
 
     # -- data and run folder
     data: str = ""
+    """relit dataset folder (avatex render)"""
     out: str = ""
+    """run folder (checkpoints, logs, plot)"""
     levels: list[str] | None = None
+    """lighting levels to train on (default all)"""
     # -- initialisation (at most one of init / init_g+init_c / resume)
     init: str | None = None
+    """avatex checkpoint to start from"""
     init_g: str | None = None
+    """official PIFu net_G file"""
     init_c: str | None = None
+    """official PIFu net_C file (needs --init-g)"""
     resume: bool = False
-    model: str | None = None
-    """Architecture preset: ``small`` / ``official``; None = ``official`` with init_g, else ``small``."""
+    model: ModelPreset | None = None
+    """architecture of new nets (default official with --init-g, else small)"""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     # -- what is trained and how
-    stage: str = "color"
-    loss: str = "ssim"
+    stage: Stage = "color"
+    """nets to train"""
+    loss: ColorLoss = "ssim"
+    """colour loss"""
     w_l1: float = 1.0
     w_ssim: float = 1.0
-    ssim_variant: str = "local"
-    ssim_range: str = "unit"
-    """SSIM on sRGB in [0, 1] with L = 1 ("unit") or on the [-1, 1] encoding with L = 2 ("signed",
-    design.md's wording); docs/training.md says why "unit" is the default."""
-    occupancy_loss: str = "mse"
+    ssim_variant: SsimVariant = "local"
+    ssim_range: SsimRange = "unit"
+    """SSIM on sRGB in [0, 1] with L = 1 ("unit") or on the [-1, 1] encoding with L = 2 ("signed", the
+    paper's wording); docs/training.md says why "unit" is the default."""
+    occupancy_loss: OccupancyLoss = "mse"
     steps: int | None = None
+    """optimiser steps (default 1000)"""
     epochs: float | None = None
+    """passes over the training items"""
     batch: int = 2
+    """global batch size"""
     lr: float = 1e-3
+    """learning rate"""
     lr_decay_at: list[float] = field(default_factory=list)
     lr_gamma: float = 0.1
     grad_clip: float | None = None
@@ -73,8 +88,8 @@ class TrainConfig:
     patches: int = 200
     patch_k: int = 5
     patch_spacing: float = 0.01
-    patch_mode: str = "grid"
-    patch_weighting: str = "uniform"
+    patch_mode: PatchMode = "grid"
+    patch_weighting: PatchWeighting = "uniform"
     sigma_geometry: float = PIFU_GEOMETRY_SIGMA
     sigma_color: float = PIFU_COLOR_SIGMA
     sigma_patch: float = PIFU_COLOR_SIGMA
@@ -84,15 +99,18 @@ class TrainConfig:
     cache_dir: str | None = None
     # -- runtime
     device: str | None = None
+    """cpu, cuda, cuda:N (default: CUDA when available)"""
     amp: bool = True
     workers: int = 2
+    """data loader worker processes"""
     seed: int = 0
+    """seed of initialisation, data order and sampling"""
     # -- logging, checkpoints, validation
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     val_every: int = 200
-    val_mode: str = "gt-vertices"
+    val_mode: ValMode = "gt-vertices"
     val_subjects: int | None = None
     val_views: list[int] = field(default_factory=lambda: [0])
     val_levels: list[str] | None = None
@@ -100,6 +118,7 @@ class TrainConfig:
     val_gt_samples: int = 200_000
     val_resolution: int = 128
     progress_bar: bool = True
+    """tqdm bar (logs are written either way)"""
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -137,16 +156,11 @@ class TrainConfig:
             p.append("data (the dataset folder) is required")
         if not self.out:
             p.append("out (the run folder) is required")
-        _choice(p, "stage", self.stage, STAGES)
-        _choice(p, "loss", self.loss, COLOR_LOSSES)
-        _choice(p, "ssim_variant", self.ssim_variant, SSIM_VARIANTS)
-        _choice(p, "ssim_range", self.ssim_range, SSIM_RANGES)
-        _choice(p, "occupancy_loss", self.occupancy_loss, OCCUPANCY_LOSSES)
-        if self.model is not None:
-            _choice(p, "model", self.model, MODEL_PRESETS)
-        _choice(p, "patch_mode", self.patch_mode, PATCH_MODES)
-        _choice(p, "patch_weighting", self.patch_weighting, PATCH_WEIGHTINGS)
-        _choice(p, "val_mode", self.val_mode, VAL_MODES)
+        for name, allowed in _choices(type(self)).items():
+            value = getattr(self, name)
+            if value not in allowed:
+                p.append(f"{name} must be one of {', '.join(a for a in allowed if a is not None)}; "
+                         f"got {value!r}")
         if self.init and (self.init_g or self.init_c):
             p.append("give either init (a project checkpoint) or init_g/init_c (official nets), not both")
         if self.init_c and not self.init_g:
@@ -242,6 +256,13 @@ def _copy(v: Any) -> Any:
     return v
 
 
-def _choice(problems: list[str], name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        problems.append(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+def _choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The allowed values of every ``Literal`` field of ``cls`` (None included for ``Literal | None``)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint) if typing.get_origin(hint) is not Literal else (hint,)
+        literals = [a for a in args if typing.get_origin(a) is Literal]
+        if literals:
+            out[name] = tuple(v for lit in literals for v in get_args(lit)) + \
+                ((None,) if type(None) in args else ())
+    return out

@@ -19,7 +19,6 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from avatex_core.atomic import remove_stale_temporaries, write_json
+from avatex_core.progress import NULL, Progress
 from backend.errors import CancelledError, InputError
 from backend.models import ModelConfig, PIFu
 from backend.models.checkpoint import load_checkpoint, load_official, save_checkpoint
@@ -39,25 +39,22 @@ from backend.train.logs import RunLog
 from backend.train.losses import color_loss, occupancy_loss
 from backend.train.source import open_source
 
-Progress = Callable[[str, float, dict], None]
 CHECKPOINTS = "checkpoints"
 _CKPT = re.compile(r"^step-(\d{8})\.pt$")
-PROGRESS_INTERVAL_S = 0.5
 
 
 # -- entry point -------------------------------------------------------------------------------------
 
-def run_training(config: dict, *, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict:
+def run_training(config: dict, *, progress: Progress = NULL) -> dict:
     """Train as ``config`` (TrainConfig fields) says; what the server's ``train.start`` calls.
 
     With ``resume=True`` the run in ``out`` continues from its last checkpoint with its stored settings
     (only fields in ``RESUMABLE_CHANGES``, e.g. ``steps``, may be changed). Returns the final metrics
     and the last checkpoint's path. Raises :class:`CancelledError` (after checkpointing) when
-    ``should_stop()`` becomes true.
+    ``progress`` is cancelled; it reports stages prepare, train, validate, checkpoint and done.
     """
     cfg, resume_from = resolve_config(config)
-    return train(cfg, resume_from=resume_from, progress=progress, should_stop=should_stop)
+    return train(cfg, resume_from=resume_from, progress=progress)
 
 
 def resolve_config(config: dict) -> tuple[TrainConfig, Path | None]:
@@ -127,21 +124,20 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 # -- the loop ----------------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig, *, resume_from: Path | None = None, progress: Progress | None = None,
-          should_stop: Callable[[], bool] | None = None) -> dict:
+def train(cfg: TrainConfig, *, resume_from: Path | None = None, progress: Progress = NULL) -> dict:
     ctx = distributed.setup(cfg.device)
     try:
-        return _train(cfg, ctx, resume_from, progress, should_stop)
+        return _train(cfg, ctx, resume_from, progress)
     finally:
         distributed.shutdown(ctx)
 
 
 def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | None,
-           progress: Progress | None, should_stop: Callable[[], bool] | None) -> dict:
+           progress: Progress) -> dict:
     out = Path(cfg.out)
     main = ctx.is_main
     device = ctx.device
-    report = _Reporter(progress if main else None)
+    report = progress if main else NULL   # every rank polls progress.cancelled; only rank 0 reports
 
     # ---- model: resumed, initialised from checkpoints, or from scratch
     state: dict = {}
@@ -166,7 +162,7 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | N
     for i, sid in enumerate(sids):
         if i % ctx.world_size == ctx.rank:
             load_subject(source, sid, cfg, cache_dir)
-            report("prepare", (i + 1) / len(sids), {"subject": sid})
+            report.report("prepare", (i + 1) / len(sids), subject=sid)
     distributed.barrier(ctx)
     dataset = TrainItems(cfg, items, model.config.load_size, cache_dir)
     sampler = StepSampler(start, total, cfg.batch, ctx.rank, ctx.world_size)
@@ -248,19 +244,19 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | N
             bar.update(1)
             if last:
                 bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.1e}")
-        report.throttled("train", step / total, {"step": step, "steps": total, "loss": last.get("loss"),
-                                                 "lr": lr, "eta_s": eta, "elapsed_s": elapsed})
+        report.report("train", step / total, step=step, steps=total, loss=last.get("loss"), lr=lr, eta_s=eta,
+                      elapsed_s=elapsed)
 
         if main and val_items and (step % cfg.val_every == 0 or step == total):
             _run_validation(model, source, val_items, cfg, step, log, report)
             model.train()
-        stop = distributed.any_rank(ctx, bool(should_stop and should_stop()))
+        stop = distributed.any_rank(ctx, progress.cancelled)
         if step % cfg.checkpoint_every == 0 or step == total or stop:
             if main:
                 last_ckpt = save_training_state(out, model, cfg, step, total, len(items), optimizers, scaler,
                                                 log, elapsed_before + time.monotonic() - t0)
                 log.flush()
-                report("checkpoint", step / total, {"step": step, "path": str(last_ckpt)})
+                report.report("checkpoint", step / total, step=step, path=str(last_ckpt))
             distributed.barrier(ctx)
         if stop:
             if bar is not None:
@@ -280,7 +276,7 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | N
     if main:
         write_json(out / "summary.json", result)
         log.close()
-        report("done", 1.0, {"step": step, "checkpoint": result["checkpoint"], "val": result["val"]})
+        report.report("done", 1.0, step=step, checkpoint=result["checkpoint"], val=result["val"])
     return result
 
 
@@ -434,14 +430,14 @@ def _validation_items(source, cfg: TrainConfig, model: PIFu) -> list:
 
 
 def _run_validation(model: PIFu, source, items: list, cfg: TrainConfig, step: int, log: RunLog,
-                    report: _Reporter) -> None:
+                    report: Progress) -> None:
     from backend.train.validate import validate
 
-    report("validate", 0.0, {"step": step, "items": len(items)})
+    report.report("validate", 0.0, step=step, items=len(items))
     metrics = validate(model, source, items, cfg)
     if metrics:
         log.log_val(step, metrics)
-    report("validate", 1.0, {"step": step, "val": metrics})
+    report.report("validate", 1.0, step=step, val=metrics)
 
 
 def _progress_bar(cfg: TrainConfig, main: bool, start: int, total: int):
@@ -450,21 +446,3 @@ def _progress_bar(cfg: TrainConfig, main: bool, start: int, total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-
-
-class _Reporter:
-    """Forwards progress events; ``throttled`` ones at most every PROGRESS_INTERVAL_S seconds."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress
-        self.last = -math.inf
-
-    def __call__(self, stage: str, fraction: float, info: dict) -> None:
-        if self.progress is not None:
-            self.progress(stage, float(min(max(fraction, 0.0), 1.0)), info)
-
-    def throttled(self, stage: str, fraction: float, info: dict) -> None:
-        now = time.monotonic()
-        if self.progress is not None and (now - self.last >= PROGRESS_INTERVAL_S or fraction >= 1.0):
-            self.last = now
-            self(stage, fraction, info)

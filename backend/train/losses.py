@@ -8,6 +8,7 @@ docs/training.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +18,14 @@ SSIM_K2 = 0.03
 DATA_RANGE = 2.0
 """Range of the [-1, 1] colour encoding."""
 
-SSIM_VARIANTS = ("local", "seed")
-SSIM_RANGES = ("signed", "unit")
-COLOR_LOSSES = ("l1", "ssim", "l1+ssim")
-OCCUPANCY_LOSSES = ("mse", "bce")
+SsimVariant = Literal["local", "seed"]
+SsimRange = Literal["signed", "unit"]
+ColorLoss = Literal["l1", "ssim", "l1+ssim"]
+OccupancyLoss = Literal["mse", "bce"]
+SSIM_VARIANTS: tuple[str, ...] = get_args(SsimVariant)
+SSIM_RANGES: tuple[str, ...] = get_args(SsimRange)
+COLOR_LOSSES: tuple[str, ...] = get_args(ColorLoss)
+OCCUPANCY_LOSSES: tuple[str, ...] = get_args(OccupancyLoss)
 
 
 def occupancy_loss(preds: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor,

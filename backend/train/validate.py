@@ -122,17 +122,12 @@ def reconstruct_in_view(model: PIFu, rgba: np.ndarray, resolution: int
     """Reconstruct a view's image; (vertices in the view's frame, colours), or None for an empty mesh."""
     from backend.recon import reconstruct
 
-    frame: dict = {}
-
-    def progress(stage: str, fraction: float, info: dict) -> None:
-        if stage == "frame" and "crop" in info:
-            frame.update(info)
-
-    rec = reconstruct(model, rgba[..., :3], rgba[..., 3], resolution=resolution, device=model.device,
-                      progress=progress)
-    if len(rec.vertices) == 0 or "crop" not in frame:
+    rec = reconstruct(model, rgba[..., :3], rgba[..., 3], resolution=resolution, device=model.device)
+    if len(rec.vertices) == 0:
         return None
-    return recon_to_view(rec.vertices, frame["crop"], rgba.shape[:2], model.config.load_size), rec.colors
+    crop = rec.stats["crop"]
+    return (recon_to_view(rec.vertices, (crop["top"], crop["left"], crop["side"]), rgba.shape[:2],
+                          model.config.load_size), rec.colors)
 
 
 def recon_to_view(vertices: np.ndarray, crop: tuple[int, int, int], image_hw: tuple[int, int],

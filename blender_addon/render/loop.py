@@ -19,6 +19,7 @@ import numpy as np
 from avatex_core import atomic, canonical
 from avatex_core import dataset_layout as layout
 from avatex_core.lighting import image_seed, keep_clear_of_subject, sample_light
+from avatex_core.progress import NULL, Progress
 from avatex_core.render_settings import RenderSettings, View
 
 from . import gtmesh, materials
@@ -26,10 +27,6 @@ from .scene import SceneRig, bundled_environments, camera_matrix, render_region
 from .subjects import Subject, extract_gt, load_subject, reset_scene
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-class Cancelled(RuntimeError):
-    """``should_stop`` asked the loop to stop between images."""
 
 
 def subject_files_complete(sdir: Path) -> bool:
@@ -175,9 +172,10 @@ class SubjectRenderer:
 
 
 def render_subject(root: Path, sid: str, source: Path, settings: RenderSettings, views: list[View], *,
-                   write_subject: bool, emit: Emit, should_stop: Callable[[], bool] | None = None
-                   ) -> dict[str, Any]:
-    """Render the unfinished ``views`` of one subject; returns counts and timings."""
+                   write_subject: bool, emit: Emit, progress: Progress = NULL) -> dict[str, Any]:
+    """Render the unfinished ``views`` of one subject; returns counts and timings.
+
+    Cancelling ``progress`` stops between views (:class:`avatex_core.progress.Cancelled`)."""
     root = Path(root)
     ihash = layout.identity_hash(settings.identity())
     sdir = layout.subject_dir(root, sid)
@@ -195,8 +193,7 @@ def render_subject(root: Path, sid: str, source: Path, settings: RenderSettings,
     if need_subject:
         write_subject_files(sdir, renderer.subject, renderer.materials)
     for view in pending:
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"stopped before view {view.name} of {sid}")
+        progress.check(f"stopped before view {view.name} of {sid}")
         renderer.render_view(root, view, emit, ihash)
         stats["rendered_views"] += 1
         stats["rendered_images"] += 1 + len(settings.levels)

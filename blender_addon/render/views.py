@@ -34,6 +34,7 @@ import numpy as np
 from mathutils import Matrix
 
 from avatex_core import atomic, canonical
+from avatex_core.progress import NULL, Progress
 from avatex_core.render_settings import RenderSettings, View
 
 from .. import mesh_import
@@ -147,8 +148,10 @@ class UnlitRenderer:
         return dt
 
 
-def run_job(job: dict[str, Any], emit: Emit, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Render every view of every mesh of ``job`` that is not on disk yet; returns counts and timings."""
+def run_job(job: dict[str, Any], emit: Emit, progress: Progress = NULL) -> dict[str, Any]:
+    """Render every view of every mesh of ``job`` that is not on disk yet; returns counts and timings.
+
+    Cancelling ``progress`` stops between images (:class:`avatex_core.progress.Cancelled`)."""
     t_start = time.perf_counter()
     todo = [(entry, [v for v in entry["views"] if not Path(v["out"]).is_file()]) for entry in job["meshes"]]
     total = sum(len(views) for _, views in todo)
@@ -164,8 +167,7 @@ def run_job(job: dict[str, Any], emit: Emit, should_stop: Callable[[], bool] | N
         obj = renderer.add_mesh(vertices, faces, colors)
         try:
             for v in views:
-                if should_stop is not None and should_stop():
-                    raise RuntimeError("render stopped")
+                progress.check("render stopped")
                 view = View(int(v.get("index", 0)), float(v["yaw"]), float(v.get("pitch", 0.0)))
                 seconds = renderer.render(vertices, view, int(v.get("seed", 0)), Path(v["out"]))
                 done += 1

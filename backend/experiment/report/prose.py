@@ -1,36 +1,16 @@
-"""The experiment's results folder: the seed-layout table, all metrics, plots, side-by-side images and a
-Markdown report that puts this run's numbers beside the seed's and says how the two set-ups differ.
-
-    results/table.md, table.csv        PATD / PIPATD per level x model (the seed's layout)
-    results/metrics.md, metrics.csv    every metric of the evaluation (geometry, image space) per level
-    results/evaluation.json            per-item values (evaluate_runs)
-    results/plots/*.png                training curves, per-level bars beside the seed's
-    results/images/*.png               per held-out subject: input | GT | 3 reconstructions | 3 heatmaps
-    results/report.md, command.md      the report; the command, machine and wall time per stage
-
-The side-by-side images come from ``render_scripts/audit_blend.py`` (Blender, run as a subprocess: the
-backend never imports bpy) on the evaluation's kept meshes and per-vertex errors; the GT column is the
-dataset's albedo render of the same view, the input column its relit render.
-"""
+"""The report's words: model labels, the paper's table, the side-by-side tables and observations, the
+Markdown report, how this set-up differs from the paper's, and the command file."""
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from avatex_core.atomic import write_text
 from avatex_core.lighting import PAPER_LEVELS
-from backend.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[2]
-AUDIT_SCRIPT = ROOT / "render_scripts" / "audit_blend.py"
 MODELS = ("baseline", "l1", "ssim")
 LABELS = {"baseline": "Baseline (clear, L1)", "l1": "Fine-tuned (L1)",
           "ssim": "Fine-tuned (patch-SSIM)"}
@@ -46,10 +26,8 @@ SEED_TABLE: dict[str, dict[str, dict[str, float]]] = {
     "ssim": {"wild": {"patd": 10.33, "pipatd": 8.15}, "intermediate": {"patd": 9.56, "pipatd": 7.43},
              "clear": {"patd": 9.12, "pipatd": 7.01}},
 }
-"""The seed's quantitative results (seeds/000: 2K2K test scans, pretrained PIFu, 512 px)."""
+"""The paper's quantitative results (2K2K test scans, pretrained PIFu, 512 px)."""
 
-
-# -- tables -------------------------------------------------------------------------------------------
 
 def labelled(table: Mapping[str, Any], labels: Mapping[str, str] = LABELS) -> dict[str, Any]:
     return {labels.get(m, m): table[m] for m in MODELS if m in table}
@@ -74,12 +52,12 @@ def _get(table: Mapping, model: str, level: str, metric: str) -> float | None:
     return None if v is None else float(v)
 
 
-def _fmt(v: float | None) -> str:
+def format_value(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
 def _arrow(vals: list[float | None]) -> str:
-    return f"{_fmt(vals[0])} → {_fmt(vals[1])} / {_fmt(vals[2])}"
+    return f"{format_value(vals[0])} → {format_value(vals[1])} / {format_value(vals[2])}"
 
 
 def _pct(a: float | None, b: float | None) -> str:
@@ -127,194 +105,6 @@ def observations(table: Mapping[str, Mapping[str, Mapping[str, float | None]]],
     out.append("Seed, for comparison: PATD spread across levels " + ", ".join(
         f"{SEED_LABELS[m]} {seed_spread[m]:.2f}" for m in MODELS) + ".")
     return out
-
-
-# -- images -------------------------------------------------------------------------------------------
-
-_AUDIT_DRIVER = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from render_scripts import audit_blend
-for job in json.load(open(sys.argv[2], encoding="utf-8")):
-    audit_blend.run(job["mesh"], job["errors"], job["out"], name=job["name"], size=job["size"])
-"""
-
-
-def audit_images(jobs: list[dict[str, Any]], work: Path, timeout: float = 1800.0) -> list[dict[str, Path]]:
-    """Colour and heatmap PNGs of kept reconstructions, all in one Blender process
-    (``render_scripts.audit_blend.run`` per job: {mesh, errors, out, name, size}); returns their paths."""
-    from avatex_core.atomic import write_json
-
-    if not jobs:
-        return []
-    job_file = work / "audit_jobs.json"
-    write_json(job_file, [{k: str(v) if isinstance(v, Path) else v for k, v in j.items()} for j in jobs])
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run([sys.executable, "-c", _AUDIT_DRIVER, str(ROOT), str(job_file)],
-                          capture_output=True, text=True, timeout=timeout, cwd=str(ROOT), env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip()[-600:]
-        raise InputError(f"render_scripts/audit_blend.py failed: {tail}")
-    return [{"colors": Path(j["out"]) / f"{j['name']}_colors.png",
-             "heatmap": Path(j["out"]) / f"{j['name']}_heatmap.png"} for j in jobs]
-
-
-def _on_white(rgba: np.ndarray) -> np.ndarray:
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    return (rgba[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)).round().astype(np.uint8)
-
-
-def _tile(image: np.ndarray, height: int) -> np.ndarray:
-    """RGBA composited on white, cropped to the subject (+ a margin), scaled to ``height`` pixels."""
-    from PIL import Image
-
-    rgba = image if image.shape[2] == 4 else np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
-    cols = np.flatnonzero(rgba[..., 3].max(axis=0) > 8)
-    rows = np.flatnonzero(rgba[..., 3].max(axis=1) > 8)
-    if len(cols) and len(rows):
-        m = max(2, int(0.04 * rgba.shape[0]))
-        rgba = rgba[max(0, rows[0] - m):rows[-1] + 1 + m, max(0, cols[0] - m):cols[-1] + 1 + m]
-    rgb = Image.fromarray(_on_white(rgba))
-    w = max(1, round(rgb.width * height / rgb.height))
-    return np.asarray(rgb.resize((w, height), Image.LANCZOS))
-
-
-def _load_rgba(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA"))
-
-
-def compose_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], height: int, out: Path,
-                 legend: bool = True) -> Path:
-    """A labelled grid PNG: one row per (label, [(column title, RGBA image)]), tiles of equal height."""
-    from PIL import Image, ImageDraw
-
-    from avatex_core.atomic import write_bytes
-
-    tiles = [[_tile(img, height) for _, img in cols] for _, cols in rows]
-    ncol = max(len(r) for r in tiles)
-    widths = [max((r[c].shape[1] for r in tiles if c < len(r)), default=height) for c in range(ncol)]
-    left, top, pad = 110, 22, 6
-    bar_h = 34 if legend else 0
-    width = left + sum(widths) + pad * ncol
-    canvas = Image.new("RGB", (width, top + len(rows) * (height + pad) + bar_h), "white")
-    draw = ImageDraw.Draw(canvas)
-    titles = [t for t, _ in rows[0][1]]
-    x = left
-    for c, w in enumerate(widths):
-        if c < len(titles):
-            draw.text((x + 2, 4), titles[c], fill="black")
-        x += w + pad
-    for r, (label, _) in enumerate(rows):
-        y = top + r * (height + pad)
-        draw.text((6, y + height // 2 - 6), label, fill="black")
-        x = left
-        for c, tile in enumerate(tiles[r]):
-            canvas.paste(Image.fromarray(tile), (x + (widths[c] - tile.shape[1]) // 2, y))
-            x += widths[c] + pad
-    if legend:
-        _legend(draw, left, top + len(rows) * (height + pad) + 4, min(360, width - left - 10))
-    import io
-
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG", optimize=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(out, buf.getvalue())
-    return out
-
-
-def _legend(draw, x: int, y: int, width: int) -> None:
-    from avatex_core.heatmap import SCALE_MAX, heatmap_srgb
-
-    values = np.linspace(0.0, SCALE_MAX, width, dtype=np.float32)
-    colors = (heatmap_srgb(values) * 255).round().astype(int)
-    for i, c in enumerate(colors):
-        draw.line([(x + i, y), (x + i, y + 10)], fill=tuple(int(v) for v in c))
-    for tick in (0, 5, 10, 15, 20):
-        tx = x + int(tick / SCALE_MAX * (width - 1))
-        draw.text((tx - 4, y + 12), f"{tick}{'+' if tick == SCALE_MAX else ''}", fill="black")
-    draw.text((x + width + 8, y), "heatmap: PATD per vertex (CIEDE2000)", fill="black")
-
-
-def subject_grid(evaluation, ds, sid: str, view: int, levels: list[str], work: Path, out: Path, size: int,
-                 eval_dir: Path) -> Path:
-    """Rows = lighting levels; columns = input, GT albedo, three reconstructions, three heatmaps."""
-    folders = {name: info.get("folder", name) for name, info in evaluation.models.items()}
-    jobs, keys = [], []
-    for level in levels:
-        for m in MODELS:
-            stem = f"v{int(view):03d}_{level}"
-            mesh = eval_dir / folders[m] / sid / f"{stem}.ply"
-            errors = eval_dir / folders[m] / sid / f"{stem}.npz"
-            if not mesh.is_file() or not errors.is_file():
-                raise InputError(f"the evaluation kept no mesh for {m} / {sid} / {stem} (expected {mesh})")
-            jobs.append({"mesh": mesh, "errors": errors, "out": work, "name": f"{m}_{sid}_{stem}",
-                         "size": size})
-            keys.append((level, m))
-    renders = dict(zip(keys, audit_images(jobs, work), strict=True))
-    rows = []
-    for level in levels:
-        cols = [("input (relit render)", ds.image(sid, view, level)),
-                ("GT (albedo render)", ds.albedo(sid, view))]
-        patd = {m: _item_value(evaluation, m, sid, view, level, "patd") for m in MODELS}
-        cols += [(LABELS[m], _load_rgba(renders[level, m]["colors"])) for m in MODELS]
-        cols += [(f"heatmap {m} ({_fmt(patd[m])})", _load_rgba(renders[level, m]["heatmap"])) for m in MODELS]
-        rows.append((level, cols))
-    return compose_grid(rows, height=size, out=out)
-
-
-def _item_value(evaluation, model: str, sid: str, view: int, level: str, key: str) -> float | None:
-    for r in evaluation.per_item:
-        if (r["model"], r["subject"], int(r["view"]), r["level"]) == (model, sid, int(view), level):
-            v = r.get(key)
-            return None if v is None else float(v)
-    return None
-
-
-# -- the report ---------------------------------------------------------------------------------------
-
-def write_results(results: Path, evaluation, *, run: Path, data_root: Path, budget, seed: int,
-                  source: dict, train_dirs: Mapping[str, Path], timings: Mapping[str, Any],
-                  command: str | None, machine_info: Mapping[str, Any], report_subjects: int = 1,
-                  report_view: int = 0, size: int = 320,
-                  progress: Callable[[float, dict], None] | None = None) -> Path:
-    """Write everything in ``results`` (module docstring) and return the report's path."""
-    from backend.data.dataset import Dataset
-    from backend.evaluation import tables as eval_tables
-    from backend.experiment import plots
-    from backend.metrics.table import write_tables
-
-    results.mkdir(parents=True, exist_ok=True)
-    table = evaluation.table
-    levels = [lv for lv in LEVELS if lv in evaluation.levels]
-    levels += [lv for lv in evaluation.levels if lv not in LEVELS]
-    write_tables(labelled(table), results / "table", levels=levels)
-    eval_tables.write_tables(labelled(table), results / "metrics", levels)
-    evaluation.to_json(results / "evaluation.json")
-    plot_files = {
-        "curves": plots.loss_curves(results / "plots" / "training.png", train_dirs, LABELS),
-        "bars": plots.level_bars(results / "plots" / "levels.png", table, LABELS, SEED_TABLE, levels),
-    }
-    ds = Dataset(data_root)
-    test = sorted(ds.split("test"))[:max(1, report_subjects)]
-    view = report_view if report_view in ds.views_of(test[0]) else ds.views_of(test[0])[0]
-    work = run / "report_work"
-    work.mkdir(parents=True, exist_ok=True)
-    grids = []
-    for i, sid in enumerate(test):
-        if progress is not None:
-            progress(i / len(test), {"subject": sid})
-        grids.append(subject_grid(evaluation, ds, sid, view, levels, work, results / "images" / f"{sid}.png",
-                                  size=size, eval_dir=run / "eval"))
-    text = report_markdown(evaluation, table, levels, budget=budget, seed=seed, source=source, ds=ds,
-                           grids=[g.relative_to(results) for g in grids], view=view,
-                           plots={k: v.relative_to(results) for k, v in plot_files.items()},
-                           timings=timings, train_dirs=train_dirs)
-    write_text(results / "report.md", text)
-    return results / "report.md"
 
 
 def _model_size(evaluation) -> str:
@@ -420,12 +210,13 @@ def differences(budget, ds, evaluation) -> str:
         f"**Model.** {_model_size(evaluation)}, versus the official PIFu (15.6 M + 9.1 M parameters, "
         "512 px). Features are a quarter of the input resolution, so thin stripes and logos blur.",
         "**Baseline.** Trained here from scratch on clear renders only (geometry stage, then colour stage "
-        f"with L1: {budget.geometry_steps} + {budget.baseline_steps} steps of batch {budget.batch}), versus "
+        f"with L1: {budget.setting('steps', 'geometry')} + {budget.setting('steps', 'baseline')} steps of "
+        f"batch {budget.setting('batch', 'baseline')}), versus "
         "the seed's pretrained PIFu (RenderPeople, hundreds of subjects, many epochs). Our geometry is "
         "therefore much coarser, and PATD, being one-sided (reconstruction → GT), includes that geometry "
         "error: a vertex off the GT surface is compared with whatever GT point is nearest.",
-        f"**Fine-tuning.** {budget.finetune_steps} steps of batch {budget.batch} at lr "
-        f"{budget.finetune_lr:g} per fine-tune (netG frozen, every level), versus the seed's lr 1e-5, "
+        f"**Fine-tuning.** {budget.setting('steps')} steps of batch {budget.setting('batch')} at lr "
+        f"{budget.setting('lr'):g} per fine-tune (netG frozen, every level), versus the seed's lr 1e-5, "
         "batch 16 on the 2K2K training set. Both fine-tunes start from the same baseline and see the same "
         "items in the same order.",
         f"**Patch-SSIM loss.** {ssim} (5×5 points, 1 cm spacing, statistics per patch, sRGB in [0, 1], "
