@@ -176,13 +176,11 @@ def color_vertices(model: PIFu, framed, vertices: np.ndarray, *, geometry_featur
 
     dev = model.device
     model.eval()
-    img_np, mask_np = framed.network_input()
-    images = torch.from_numpy(img_np).to(dev)
-    masks = torch.from_numpy(mask_np).to(dev)
+    images = torch.from_numpy(framed.network_input()).to(dev)
     if geometry_feature is None:
-        model.encode(images, masks)
+        model.encode(images)
     else:
-        model.net_c.filter(images * masks)
+        model.net_c.filter(images)
         model.net_c.attach(geometry_feature.to(dev))
     calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
     n = len(vertices)

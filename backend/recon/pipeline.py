@@ -132,10 +132,7 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
     _check_stop(should_stop)
     t = time.perf_counter()
     report("encode", 0.0)
-    img_np, mask_np = framed.network_input()
-    images = torch.from_numpy(img_np).to(dev)
-    masks = torch.from_numpy(mask_np).to(dev)
-    model.encode(images, masks)
+    model.encode(torch.from_numpy(framed.network_input()).to(dev))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds["encode"] = time.perf_counter() - t
