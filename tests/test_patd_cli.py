@@ -43,6 +43,13 @@ def test_json_report_matches_the_library(meshes, capsys):
     assert report["pipatd"] == pytest.approx(expected["pipatd"])
     assert report["pipatd_mean"] <= report["patd_mean"]
     assert (report["k"], report["gt_kind"], report["gt_points"]) == (8, "vertices", len(gt.vertices))
+    assert report["flavour"] == "vertices" and report["dense_samples"] == 1_000_000
+    assert report["flavours"]["patd_dense"].startswith("1,000,000 GT surface samples")
+    dense = texture_distance(pred.vertices, pred.vertex_colors, gt, device="cpu", gt_samples=1_000_000,
+                             rng=np.random.default_rng(0)).summary()
+    assert report["patd_dense_mean"] == pytest.approx(dense["patd"]["mean"], abs=1e-9)
+    assert report["pipatd_dense"] == pytest.approx(dense["pipatd"])
+    assert report["patd_dense_mean"] != pytest.approx(report["patd_mean"], abs=1e-3)
     assert report["vertices"] == len(pred.vertices)
     geo = geometry_metrics(pred.vertices, pred.faces, gt.vertices, gt.faces, samples=5000,
                            rng=np.random.default_rng(0), cm_per_unit=cm_per_canonical_unit(1.8))
@@ -54,22 +61,27 @@ def test_json_report_matches_the_library(meshes, capsys):
         assert data["pipatd"].dtype == np.float32 and data["nearest"].dtype == np.int64
         assert float(data["patd"].mean()) == pytest.approx(report["patd_mean"], rel=1e-6)
         assert int(data["k"]) == 8 and str(data["gt_kind"]) == "vertices"
+        assert str(data["flavour"]) == "vertices" and int(data["dense_samples"]) == 1_000_000
+        assert float(data["patd_dense"].mean()) == pytest.approx(report["patd_dense_mean"], rel=1e-6)
         assert "gt_positions" not in data.files
     assert not [p for p in meshes.iterdir() if ".tmp-" in p.name]
 
 
-def test_text_report_and_surface_samples(meshes, capsys):
+def test_text_report_names_both_flavours(meshes, capsys):
     out = meshes / "samples.npz"
     rc = main(["evaluate", "--pred", str(meshes / "pred.ply"), "--gt", str(meshes / "gt.ply"),
                "--k", "4", "--gt-samples", "3000", "--no-geometry", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
+    gt_vertices = len(load_mesh(meshes / "gt.ply").vertices)
     assert "PATD" in text and "PIPATD" in text and "k = 4" in text
-    assert "3,000 GT surface samples" in text
+    assert f"against {gt_vertices:,} GT vertices (the paper's protocol)" in text
+    assert "against 3,000 GT surface samples (dense" in text
+    assert "PATD   dense" in text and "PIPATD dense" in text
     assert "Geometry" not in text
     with np.load(out) as data:
-        assert data["gt_positions"].shape == (3000, 3) and str(data["gt_kind"]) == "surface-samples"
-        assert data["nearest"].max() < 3000
+        assert str(data["gt_kind"]) == "vertices" and data["nearest"].max() < gt_vertices
+        assert int(data["dense_samples"]) == 3000 and data["patd_dense"].shape == data["patd"].shape
 
 
 def test_clipping_is_reported_in_the_text():
