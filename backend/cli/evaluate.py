@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="ground-truth mesh with vertex colours or a texture, same space as --pred")
     parser.add_argument("--k", type=int, default=8, help="neighbours for PIPATD (default 8)")
     parser.add_argument("--gt-samples", type=int, default=None, metavar="N",
-                        help="surface samples of the GT for the dense PATD / PIPATD (default 1,000,000); "
+                        help="surface samples of the GT for the dense PATD / PIPATD (default 500,000); "
                              "PATD / PIPATD proper are always against the GT's vertices, as in the paper")
     parser.add_argument("--seed", type=int, default=0, help="seed of the surface samples (default 0)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -48,6 +48,7 @@ from backend.evaluation.models import LoadedModel, group_by_geometry, load_model
 from backend.evaluation.render import run_render_job, write_render_mesh
 from backend.evaluation.views import compare_renders, novel_views
 from backend.meshio import ColoredMesh, save_mesh
+from backend.metrics.patd import DEFAULT_GT_SAMPLES
 from backend.models import PIFu
 
 ProgressFn = Callable[[str, float, dict], None]
@@ -57,8 +58,8 @@ FORMAT = "avatex-evaluation"
 FORMAT_VERSION = 1
 DEFAULT_VIEWS = (0,)
 """Input views per test subject when none are given: view 0, the frontal camera (yaw 0)."""
-TEXTURE_GT_SAMPLES = 1_000_000
-"""Surface samples of the dense PATD flavour (``patd.DEFAULT_GT_SAMPLES``), drawn once per subject."""
+TEXTURE_GT_SAMPLES = DEFAULT_GT_SAMPLES
+"""Surface samples of the dense PATD flavour, drawn once per subject."""
 
 GEOMETRY_SAMPLES = 20_000
 """Surface samples per mesh for the geometry metrics: a fifth of ``avatex evaluate``'s default, so that a
@@ -268,7 +269,7 @@ def evaluate_runs(models: dict[str, str | Path], data: str | Path | Dataset, *, 
     it. ``levels``: default all of the dataset's. ``resolution``: reconstruction grid. ``k``: PIPATD's
     neighbours. ``novel_views``: other dataset views rendered besides the input view.
     ``geometry_samples``: surface samples per mesh for the geometry metrics. ``gt_samples``: surface
-    samples of the dense PATD flavour (default 1M); the paper's flavour uses the GT's vertices.
+    samples of the dense PATD flavour (default 500k); the paper's flavour uses the GT's vertices.
     ``render_samples``: Cycles samples (default: the dataset's albedo samples). ``blender``: a Blender
     executable for the renders (default: this Python's bpy). Progress stages: ``load``,
     ``reconstruct``, ``render``, ``done``; ``should_stop`` cancels between steps (CancelledError).

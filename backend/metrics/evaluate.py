@@ -29,7 +29,7 @@ def evaluate_meshes(pred: ColoredMesh, gt: ColoredMesh, *, k: int = DEFAULT_K, g
 
     Both PATD flavours are measured (``backend.metrics.patd``): against the GT's vertices (the paper's
     protocol; the per-vertex result returned, the ``patd*`` / ``pipatd*`` keys) and against
-    ``gt_samples`` (default 1,000,000) GT surface samples (the ``*_dense`` keys, ``dense_samples``; its
+    ``gt_samples`` (default 500,000) GT surface samples (the ``*_dense`` keys, ``dense_samples``; its
     per-vertex result is the returned one's ``dense``).
 
     Report keys: ``patd_mean``, ``pipatd_mean`` (the headline numbers), ``patd`` / ``pipatd``
