@@ -118,12 +118,12 @@ def device_sweep(model: PIFu, device: str, resolutions: list[int], chunk: int) -
     model.to(device)
     size = model.config.load_size  # 512 for the official nets
     framed = frame_subject(body_image(size), size=size)
-    img, mask = (torch.from_numpy(a).to(device) for a in framed.network_input())
+    img = torch.from_numpy(framed.network_input()).to(device)
     calib = torch.from_numpy(canonical.calib_for_view(0.0)).float()[None].to(device)
     rows = []
     with torch.inference_mode():
         t = time.perf_counter()
-        model.encode(img, mask)
+        model.encode(img)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         encode = time.perf_counter() - t
@@ -167,7 +167,7 @@ def main() -> int:
     out["parameters"] = {"net_g": sum(p.numel() for p in model.net_g.parameters()),
                          "net_c": sum(p.numel() for p in model.net_c.parameters())}
     framed = frame_subject(body_image(512), size=512)
-    img, mask = (torch.from_numpy(a) for a in framed.network_input())
+    img = torch.from_numpy(framed.network_input())
     calib = torch.from_numpy(canonical.calib_for_view(0.0)).float()[None]
     spec = GridSpec(r)
     voxel = float(spec.spacing[0])
@@ -188,7 +188,7 @@ def main() -> int:
             if name == "avatex":
                 with torch.inference_mode():
                     t = time.perf_counter()
-                    model.encode(img, mask)  # NHWC on the CPU; projections reset, charged below
+                    model.encode(img)  # NHWC on the CPU; projections reset, charged below
                     row["encode_seconds"] = time.perf_counter() - t
                     fn = Hybrid(model, calib, table, spec, fast=True)
                     t = time.perf_counter()
@@ -204,7 +204,7 @@ def main() -> int:
             else:
                 with torch.no_grad():
                     t = time.perf_counter()
-                    model.encode(img, mask, channels_last=False)
+                    model.encode(img, channels_last=False)
                     row["encode_seconds"] = time.perf_counter() - t
                     fn = Hybrid(model, calib, table, spec, fast=False)
                     t = time.perf_counter()

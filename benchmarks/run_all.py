@@ -21,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK_ARGS = {
+    "geometry": ["--samples", "20000", "--repeats", "1", "--old-samples", "200"],
     "mesh_import": ["--size", "300", "--repeats", "1"],
     "metrics": ["--n", "100000", "--repeat", "1"],
     "protocol": ["--repeats", "1", "--seconds", "1"],

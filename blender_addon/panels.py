@@ -196,7 +196,9 @@ class AVATEX_PT_audit(_Panel, bpy.types.Panel):
                 grid.label(text=_fmt(stats.get(key)))
         extra = [f"k = {summary['k']}" if "k" in summary else ""]
         if "gt_points" in summary:
-            extra.append(f"{summary['gt_points']:,} GT {summary.get('gt_kind', 'points')}")
+            against = tasks.FLAVOUR_LABELS.get(summary.get("flavour"),
+                                               f"GT {summary.get('gt_kind', 'points')}")
+            extra.append(f"against {summary['gt_points']:,} {against}")
         box.label(text="   ".join(e for e in extra if e))
         sel = RUNTIME.selection
         if obj is not None and obj.mode == "EDIT":

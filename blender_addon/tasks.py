@@ -162,6 +162,10 @@ class ReconstructTask(Task):
         return f"{obj.name}: {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} triangles"
 
 
+FLAVOUR_LABELS = {"vertices": "GT vertices, the paper's PATD", "dense": "dense GT surface samples"}
+"""What an audit's PATD was measured against, by the result's ``flavour`` (docs/metrics.md)."""
+
+
 class AuditTask(Task):
     """Audit: per-vertex PATD/PIPATD land on the reconstruction as attributes and a heatmap."""
 
@@ -189,7 +193,9 @@ class AuditTask(Task):
     def done_message(self) -> str:
         patd = self.result.get("patd", {})
         mean = patd.get("mean") if isinstance(patd, dict) else self.result.get("patd_mean")
-        return f"{self.object_name}: PATD mean {mean:.2f}" if isinstance(mean, int | float) else "audited"
+        against = FLAVOUR_LABELS.get(self.result.get("flavour"))
+        text = f"{self.object_name}: PATD mean {mean:.2f}" + (f" (against {against})" if against else "")
+        return text if isinstance(mean, int | float) else "audited"
 
 
 class TrainTask(Task):

@@ -214,6 +214,8 @@ def test_an_audit_result_waits_while_its_object_is_in_edit_mode():
     assert task.state == tasks.DONE and not task.paused
     np.testing.assert_array_equal(mi.read_point_floats(obj.data, "patd"), patd)
     assert task.done_message() == f"{obj.name}: PATD mean 3.00"
+    task.result["flavour"] = "vertices"
+    assert task.done_message() == f"{obj.name}: PATD mean 3.00 (against GT vertices, the paper's PATD)"
 
 
 def test_audit_request_sends_object_colours_not_the_heatmap_and_world_space_on_request():

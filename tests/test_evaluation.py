@@ -230,14 +230,15 @@ def test_unlit_render_of_the_gt_reproduces_the_dataset_albedo(relit, tmp_path):
 # ------------------------------------------------------------------------------------ evaluate_runs
 
 def _direct(relit: Dataset, checkpoint: Path, sid: str, view: int, level: str):
-    """The item scored without backend.evaluation's pipeline: reconstruct, map, texture_distance."""
+    """The item scored without backend.evaluation's pipeline: reconstruct, map, texture_distance in both
+    flavours (GT vertices; GT_SAMPLES surface samples)."""
     model, _ = load_checkpoint(checkpoint, device="cpu")
     rgba = relit.image(sid, view, level)
     rec = reconstruct(model, rgba[..., :3], rgba[..., 3], resolution=RESOLUTION, device="cpu")
     verts = reconstruction_to_canonical(rec.vertices, rec.stats, relit.calib(sid, view))
     gt = relit.gt_mesh(sid)
-    samples = None if (gt.vertex_colors is not None and not gt.has_texture) else GT_SAMPLES
-    return texture_distance(verts, rec.colors, gt, k=8, gt_samples=samples, rng=np.random.default_rng(0))
+    return (texture_distance(verts, rec.colors, gt, k=8),
+            texture_distance(verts, rec.colors, gt, k=8, gt_samples=GT_SAMPLES, rng=np.random.default_rng(0)))
 
 
 @pytest.fixture(scope="module")
@@ -304,15 +305,21 @@ def test_shared_geometry_is_reconstructed_once(evaluated, checkpoints):
 def test_values_match_a_direct_texture_distance(evaluated, relit, model, sid, level):
     ev = evaluated["ev"]
     row = next(r for r in ev.per_item if (r["model"], r["subject"], r["level"]) == (model, sid, level))
-    td = _direct(relit, evaluated["models"][model], sid, 0, level)
-    s = td.summary()
+    td, dense = _direct(relit, evaluated["models"][model], sid, 0, level)
+    s, sd = td.summary(), dense.summary()
     assert row["patd"] == pytest.approx(s["patd"]["mean"], rel=1e-6)
     assert row["pipatd"] == pytest.approx(s["pipatd"]["mean"], rel=1e-6)
-    assert row["gt_kind"] == s["gt_kind"] and row["gt_points"] == s["gt_points"] and row["k"] == 8
+    assert row["gt_kind"] == s["gt_kind"] == "vertices" and row["gt_points"] == s["gt_points"]
+    assert row["k"] == 8
+    assert row["patd_dense"] == pytest.approx(sd["patd"]["mean"], rel=1e-6)
+    assert row["pipatd_dense"] == pytest.approx(sd["pipatd"]["mean"], rel=1e-6)
+    assert row["dense_samples"] == GT_SAMPLES
     assert row["vertices"] == len(td.patd)
     # The kept per-vertex file is what `avatex evaluate --out` writes, for the same vertices.
     errors = np.load(evaluated["out"] / row["errors"])
     assert np.allclose(errors["patd"], td.patd, atol=1e-4) and errors["gt_kind"] == s["gt_kind"]
+    assert np.allclose(errors["patd_dense"], dense.patd, atol=1e-4)
+    assert int(errors["dense_samples"]) == GT_SAMPLES
     mesh = load_mesh(evaluated["out"] / row["mesh"])
     assert len(mesh.vertices) == row["vertices"] and mesh.vertex_colors is not None
 
@@ -351,6 +358,8 @@ def test_evaluation_json_and_tables(evaluated, tmp_path):
                                             for lv, c in per.items()} for m, per in ev.table.items()})
     for line in seed_rows.splitlines()[2:]:
         assert line in text
+    assert "| PATD dense | wild |" in text and "| PIPATD dense | clear |" in text
+    assert f"against {GT_SAMPLES:,} area-uniform GT surface samples" in text
     assert csv_path.read_text().splitlines()[0] == "metric,level,A,B"
 
 

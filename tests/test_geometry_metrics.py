@@ -9,7 +9,6 @@ import trimesh
 from avatex_core.canonical import CANONICAL_HEIGHT, normalization_for
 from backend.errors import InputError
 from backend.metrics.geometry import (
-    closest_point_on_triangles,
     cm_per_canonical_unit,
     cm_per_unit_from_normalization,
     face_normals,
@@ -24,7 +23,8 @@ def icosphere(subdivisions: int):
 
 
 def test_closest_point_regions_of_one_triangle():
-    a, b, c = np.array([0.0, 0, 0]), np.array([1.0, 0, 0]), np.array([0.0, 1, 0])
+    v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    f = np.array([[0, 1, 2]])
     points = np.array([
         [0.2, 0.2, 0.5],    # above the interior: the projection
         [-1.0, -1.0, 0.0],  # beyond vertex a
@@ -34,24 +34,74 @@ def test_closest_point_regions_of_one_triangle():
         [-0.3, 0.5, -2.0],  # beyond edge ca, below the plane
     ])
     expected = np.array([[0.2, 0.2, 0], [0, 0, 0], [1, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0]])
-    n = len(points)
-    cp, d2 = closest_point_on_triangles(points, np.tile(a, (n, 1)), np.tile(b, (n, 1)), np.tile(c, (n, 1)))
+    d, face, cp = point_to_surface(points, v, f)
     np.testing.assert_allclose(cp, expected, atol=1e-12)
-    np.testing.assert_allclose(d2, ((points - expected) ** 2).sum(axis=1), atol=1e-12)
+    np.testing.assert_allclose(d, np.linalg.norm(points - expected, axis=1), atol=1e-12)
+    assert (face == 0).all()
 
 
-def test_point_to_surface_is_exact_against_brute_force():
-    v, f = icosphere(2)
-    rng = np.random.default_rng(0)
-    points = np.concatenate([rng.normal(size=(200, 3)) * 0.8, rng.normal(size=(50, 3)) * 3.0])
-    d, face, cp = point_to_surface(points, v, f, candidates=2)
-    tri = v[f]
-    for i in range(len(points)):
-        p = np.repeat(points[i:i + 1], len(f), axis=0)
-        _, d2 = closest_point_on_triangles(p, tri[:, 0], tri[:, 1], tri[:, 2])
-        assert d[i] == pytest.approx(np.sqrt(d2.min()), abs=1e-12)
-        assert np.sqrt(d2[face[i]]) == pytest.approx(d[i], abs=1e-12)
+def test_distances_to_a_cube_are_analytic():
+    """Points at known distances outside a unit cube (faces, edges, corners) and inside it."""
+    cube = trimesh.creation.box(extents=(2.0, 2.0, 2.0))
+    v, f = np.asarray(cube.vertices, np.float64), np.asarray(cube.faces, np.int64)
+    rng = np.random.default_rng(4)
+    n = 6000  # > 4096: the Morton-ordered path
+    inside = rng.uniform(-1, 1, (n, 3))
+    outside = rng.uniform(-3, 3, (n, 3))
+    points = np.concatenate([inside, outside])
+    q = np.abs(points)
+    expected_out = np.linalg.norm(np.maximum(q - 1.0, 0.0), axis=1)
+    expected = np.where((q <= 1).all(axis=1), (1.0 - q).min(axis=1), expected_out)
+    d, face, cp = point_to_surface(points, v, f)
+    np.testing.assert_allclose(d, expected, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(points - cp, axis=1), d, atol=1e-12)
+    assert face.min() >= 0 and face.max() < len(f)
+
+
+def test_points_above_a_plane_of_mixed_triangle_sizes():
+    """A plane tessellated with a few huge and many tiny triangles: distance = height, exactly."""
+    xs = np.linspace(0.0, 1.0, 41)
+    gx, gy = np.meshgrid(xs, xs, indexing="ij")
+    fine_v = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1)
+    idx = np.arange(gx.size).reshape(41, 41)
+    a, b, c, d_ = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    fine_f = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d_], 1)])
+    big_v = np.array([[1.0, 0, 0], [100.0, 0, 0], [100.0, 100.0, 0], [1.0, 100.0, 0]])
+    v = np.concatenate([fine_v, big_v])
+    o = len(fine_v)
+    f = np.concatenate([fine_f, [[o, o + 1, o + 2], [o, o + 2, o + 3]]])
+    rng = np.random.default_rng(5)
+    points = np.concatenate([rng.uniform([0, 0, -2], [1, 1, 2], (3000, 3)),
+                             rng.uniform([1, 0, -2], [100, 100, 2], (3000, 3))])
+    dist, face, _ = point_to_surface(points, v, f)
+    np.testing.assert_allclose(dist, np.abs(points[:, 2]), atol=1e-12)
+    assert (face[3000:] >= len(fine_f)).all()
+
+
+def test_figures_equal_igl_on_the_same_samples():
+    """geometry_metrics' means are libigl's distances on the very samples geometry_metrics draws."""
+    import igl
+
+    from backend.meshio import ColoredMesh, sample_surface
+
+    gv, gf = icosphere(4)
+    rng = np.random.default_rng(6)
+    pv = gv * (1.0 + 0.05 * np.sin(4 * gv[:, :1])) + rng.normal(scale=0.01, size=gv.shape)
+    pf = gf[:, ::-1]
+    m = geometry_metrics(pv, pf, gv, gf, samples=8000, rng=7)
+    generator = np.random.default_rng(7)
+    pred_pts, pred_face, _ = sample_surface(ColoredMesh(vertices=pv, faces=pf), 8000, generator)
+    gt_pts, gt_face, _ = sample_surface(ColoredMesh(vertices=gv, faces=gf), 8000, generator)
+    d_pg, f_pg, _ = igl.point_mesh_squared_distance(pred_pts, gv, gf)
+    d_gp, f_gp, _ = igl.point_mesh_squared_distance(gt_pts, pv, pf)
+    assert m.pred_to_gt == pytest.approx(float(np.sqrt(d_pg).mean()), abs=1e-6)
+    assert m.gt_to_pred == pytest.approx(float(np.sqrt(d_gp).mean()), abs=1e-6)
+    assert m.chamfer == pytest.approx(0.5 * (np.sqrt(d_pg).mean() + np.sqrt(d_gp).mean()), abs=1e-6)
+    pn, gn = face_normals(pv, pf), face_normals(gv, gf)
+    nc = 0.5 * (np.abs((pn[pred_face] * gn[f_pg]).sum(1)).mean()
+                + np.abs((gn[gt_face] * pn[f_gp]).sum(1)).mean())
+    assert m.normal_consistency == pytest.approx(float(nc), abs=1e-6)
+    assert 0.01 < m.chamfer < 0.1 and 0.5 < m.normal_consistency < 1.0
 
 
 def test_point_to_surface_agrees_with_dense_sampling():

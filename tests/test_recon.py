@@ -38,9 +38,10 @@ def silhouette_pifu(image: np.ndarray, seed: int = 0) -> PIFu:
     torch.manual_seed(seed)
     model = PIFu(compact_config()).eval()
     framed = frame_subject(image, size=model.config.load_size)
-    img, mask = (torch.from_numpy(a) for a in framed.network_input())
+    img = torch.from_numpy(framed.network_input())
+    mask = torch.from_numpy(framed.mask[None, None])
     with torch.no_grad():
-        model.encode(img, mask)
+        model.encode(img)
         feat = model.net_g.get_im_feat()[0]
         c, h, w = feat.shape
         target = F.adaptive_avg_pool2d(mask, (h, w))[0, 0].reshape(-1).double() * 2 - 1
@@ -170,9 +171,9 @@ def test_framing_puts_the_subject_at_450_of_512_pixels(image):
     framed = frame_subject(small, size=512)
     rows = np.flatnonzero((framed.mask > 0.5).any(1))
     assert abs((rows[-1] - rows[0] + 1) - 450) <= 3 and abs((rows[0] + rows[-1]) / 2 - 255.5) <= 2
-    img, mask = framed.network_input()
-    assert img.shape == (1, 3, 512, 512) and mask.shape == (1, 1, 512, 512)
-    assert np.all(img[:, :, mask[0, 0] == 0] == 0)  # background is 0 after normalising and masking
+    img, mask = framed.network_input(), framed.mask
+    assert img.shape == (1, 3, 512, 512) and mask.shape == (512, 512)
+    assert np.all(img[:, :, mask == 0] == 0)  # background is 0 after normalising and masking
 
 
 def test_geometry_only_model_colours_from_the_image(image, tmp_path):

@@ -107,7 +107,7 @@ def test_coarse_to_fine_matches_dense_on_the_shipped_trained_checkpoint():
     framed = frame_subject(body_image(512), size=model.config.load_size)
     calib = torch.from_numpy(canonical.calib_for_view(0.0)).float()[None]
     with torch.inference_mode():
-        model.eval().encode(*(torch.from_numpy(a) for a in framed.network_input()))
+        model.eval().encode(torch.from_numpy(framed.network_input()))
         fn = lambda p: model.query_occupancy(torch.from_numpy(p).t()[None], calib, fast=True)[0, 0].numpy()  # noqa: E731
         spec = GridSpec(R)
         dense = evaluate_dense(fn, spec, batch_size=1 << 15)

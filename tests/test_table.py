@@ -77,3 +77,20 @@ def test_bad_results():
         to_markdown({})
     with pytest.raises(InputError, match="finite"):
         to_markdown({"m": {"wild": {"patd": float("nan"), "pipatd": 1.0}}})
+
+
+def test_dense_flavour_rows_and_note():
+    results = {"a": {"wild": {"patd": 5.0, "pipatd": 4.0, "patd_dense": 3.0, "pipatd_dense": 2.0}},
+               "b": {"wild": {"patd": 6.0, "pipatd": 3.5, "patd_dense": 3.5, "pipatd_dense": 1.5}}}
+    lines = to_markdown(results, dense_samples=200_000).strip().splitlines()
+    assert [line.split("|")[1:3] for line in lines[2:6]] == [
+        [" PATD ", " wild "], [" PIPATD ", " wild "],
+        [" PATD dense ", " wild "], [" PIPATD dense ", " wild "]]
+    assert lines[4] == "| PATD dense | wild | **3.00** | 3.50 |"
+    assert lines[5] == "| PIPATD dense | wild | 2.00 | **1.50** |"
+    assert lines[6] == ""
+    assert "the paper's protocol" in lines[7]
+    assert "against 200,000 area-uniform GT surface samples" in lines[7]
+    rows = list(csv.reader(io.StringIO(to_csv(results))))
+    assert [r[0] for r in rows[1:]] == ["PATD", "PIPATD", "PATD dense", "PIPATD dense"]
+    assert "dense" not in to_markdown(RESULTS)  # no dense values: the seed's table exactly

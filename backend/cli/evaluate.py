@@ -3,8 +3,9 @@
 Both meshes must be in the same space (e.g. both canonical, as `avatex reconstruct` writes them and the
 dataset stores GT meshes): nothing is aligned here. PATD is the mean CIEDE2000 colour difference
 between each reconstructed vertex and its nearest GT point; PIPATD takes the best of the k nearest GT
-points. GT points are the GT's vertices when it has vertex colours, else dense surface samples with
-texture colours. Geometry: point-to-surface in both directions, Chamfer, normal consistency.
+points. Both are reported in two flavours: against the GT's vertices (the paper's protocol) and against
+dense GT surface samples with interpolated colours (``*_dense``, whose floor does not depend on the GT's
+tessellation). Geometry: point-to-surface in both directions, Chamfer, normal consistency.
 docs/metrics.md has the exact definitions and the JSON layout.
 """
 
@@ -22,8 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="ground-truth mesh with vertex colours or a texture, same space as --pred")
     parser.add_argument("--k", type=int, default=8, help="neighbours for PIPATD (default 8)")
     parser.add_argument("--gt-samples", type=int, default=None, metavar="N",
-                        help="compare against N surface samples of the GT (default: its vertices if it has "
-                             "vertex colours, else 1,000,000 samples)")
+                        help="surface samples of the GT for the dense PATD / PIPATD (default 500,000); "
+                             "PATD / PIPATD proper are always against the GT's vertices, as in the paper")
     parser.add_argument("--seed", type=int, default=0, help="seed of the surface samples (default 0)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", metavar="PER_VERTEX.npz",
@@ -81,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, args.pred, args.gt))
         if report["per_vertex"]:
-            print(f"per-vertex patd / pipatd / nearest written to {report['per_vertex']}")
+            print(f"per-vertex patd / pipatd / nearest (+ _dense) written to {report['per_vertex']}")
     return 0

@@ -4,7 +4,9 @@ For every test subject, input view and lighting level, the dataset's RGBA render
 reconstructed by every model (``backend.recon.reconstruct``), brought back into the GT's canonical
 space (:mod:`.framing`) and scored against the subject's GT mesh:
 
-* PATD / PIPATD (``texture_distance``, k reported) and their medians / 90th percentiles;
+* PATD / PIPATD (``texture_distance``, k reported) and their medians / 90th percentiles, in both
+  flavours: against the GT's vertices (the paper's protocol) and against dense GT surface samples
+  (``*_dense``, ``dense_samples`` of them);
 * geometry (``geometry_metrics``: Chamfer, both point-to-surface directions, normal consistency), in
   canonical units and in cm when the subject's source unit can be told from its height;
 * image space: the reconstruction rendered unlit by Blender from the input view and ``novel_views``
@@ -47,22 +49,23 @@ from backend.evaluation.models import LoadedModel, group_by_geometry, load_model
 from backend.evaluation.render import run_render_job, write_render_mesh
 from backend.evaluation.views import compare_renders, novel_views
 from backend.meshio import ColoredMesh, save_mesh
+from backend.metrics.patd import DEFAULT_GT_SAMPLES
 from backend.models import PIFu
 
 FORMAT = "avatex-evaluation"
 FORMAT_VERSION = 1
 DEFAULT_VIEWS = (0,)
 """Input views per test subject when none are given: view 0, the frontal camera (yaw 0)."""
-TEXTURE_GT_SAMPLES = 1_000_000
-"""Surface samples on a textured GT (``texture_distance``'s default), drawn once per subject."""
+TEXTURE_GT_SAMPLES = DEFAULT_GT_SAMPLES
+"""Surface samples of the dense PATD flavour, drawn once per subject."""
 
 GEOMETRY_SAMPLES = 20_000
 """Surface samples per mesh for the geometry metrics: a fifth of ``avatex evaluate``'s default, so that a
 table over many items stays affordable on a CPU (means move by well under 1 % between the two)."""
 
-SUMMARY_KEYS = ("patd", "pipatd", "chamfer", "chamfer_cm", "pred_to_gt", "pred_to_gt_cm", "gt_to_pred",
-                "gt_to_pred_cm", "normal_consistency", "psnr", "ssim", "psnr_input", "ssim_input",
-                "psnr_novel", "ssim_novel", "lpips_input", "lpips_novel")
+SUMMARY_KEYS = ("patd", "pipatd", "patd_dense", "pipatd_dense", "chamfer", "chamfer_cm", "pred_to_gt",
+                "pred_to_gt_cm", "gt_to_pred", "gt_to_pred_cm", "normal_consistency", "psnr", "ssim",
+                "psnr_input", "ssim_input", "psnr_novel", "ssim_novel", "lpips_input", "lpips_novel")
 """Per-item values averaged into :attr:`Evaluation.table`."""
 
 
@@ -120,11 +123,12 @@ class Evaluation:
         return Path(path)
 
     def markdown(self) -> str:
-        return tables.to_markdown(self.table, self.levels)
+        return tables.to_markdown(self.table, self.levels, dense_samples=self.settings.get("dense_samples"))
 
     def write_tables(self, out_stem: str | Path) -> tuple[Path, Path]:
         """``<stem>.md`` and ``<stem>.csv``: metric x level rows, one column per model, best in bold."""
-        return tables.write_tables(self.table, out_stem, self.levels)
+        return tables.write_tables(self.table, out_stem, self.levels,
+                                   dense_samples=self.settings.get("dense_samples"))
 
 
 def _finite(v: Any) -> bool:
@@ -174,13 +178,11 @@ def color_vertices(model: PIFu, framed, vertices: np.ndarray, *, geometry_featur
 
     dev = model.device
     model.eval()
-    img_np, mask_np = framed.network_input()
-    images = torch.from_numpy(img_np).to(dev)
-    masks = torch.from_numpy(mask_np).to(dev)
+    images = torch.from_numpy(framed.network_input()).to(dev)
     if geometry_feature is None:
-        model.encode(images, masks)
+        model.encode(images)
     else:
-        model.net_c.filter(images * masks)
+        model.net_c.filter(images)
         model.net_c.attach(geometry_feature.to(dev))
     calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
     n = len(vertices)
@@ -215,8 +217,8 @@ class _Subject:
     """A test subject's GT, prepared once: the mesh, the PATD point set, the cm scale, the views."""
 
     mesh: ColoredMesh
-    points: ColoredMesh  # the GT points PATD compares with (vertices, or surface samples as a point set)
-    gt_kind: str
+    points: ColoredMesh  # the GT's vertices with their colours, as a point set (the paper's PATD)
+    dense: ColoredMesh  # GT surface samples with interpolated colours, as a point set (dense PATD)
     cm_per_unit: float | None
     source_unit: str | None
 
@@ -225,12 +227,13 @@ def _prepare_subject(ds: Dataset, sid: str, gt_samples: int | None) -> _Subject:
     from backend.metrics.patd import gt_point_set
 
     mesh = ds.gt_mesh(sid)
-    vertex_colored = mesh.vertex_colors is not None and not mesh.has_texture
-    count = None if vertex_colored else (gt_samples or TEXTURE_GT_SAMPLES)
-    xyz, rgb, kind, _ = gt_point_set(mesh, count, np.random.default_rng(0))
-    points = ColoredMesh(vertices=xyz, faces=np.zeros((0, 3), np.int64), vertex_colors=rgb.astype(np.float32))
+    sets = []
+    for count in (None, gt_samples or TEXTURE_GT_SAMPLES):
+        xyz, rgb, _, _ = gt_point_set(mesh, count, np.random.default_rng(0))
+        sets.append(ColoredMesh(vertices=xyz, faces=np.zeros((0, 3), np.int64),
+                                vertex_colors=rgb.astype(np.float32)))
     cm, unit = cm_per_unit_for(ds.normalization(sid))
-    return _Subject(mesh=mesh, points=points, gt_kind=kind, cm_per_unit=cm, source_unit=unit)
+    return _Subject(mesh=mesh, points=sets[0], dense=sets[1], cm_per_unit=cm, source_unit=unit)
 
 
 def _model_identity(lm: LoadedModel) -> str:
@@ -257,7 +260,7 @@ class EvalConfig:
     are skipped for it. ``levels``: default all of the dataset's. ``resolution``: reconstruction grid.
     ``k``: PIPATD's neighbours. ``novel_views``: other dataset views rendered besides the input view.
     ``geometry_samples``: surface samples per mesh for the geometry metrics. ``gt_samples``: surface
-    samples a *textured* GT is compared with (default 1M); vertex-coloured GTs use their vertices.
+    samples of the dense PATD flavour (default 500k); the paper's flavour uses the GT's vertices.
     ``render_samples``: Cycles samples (default: the dataset's albedo samples). ``blender``: a Blender
     executable for the renders (default: this Python's bpy). ``out_dir`` makes the run resumable.
     """
@@ -340,6 +343,7 @@ def plan(models: Mapping[str, str | Path], data: str | Path | Dataset, config: E
                 "views": view_list, "resolution": config.resolution, "k": config.k,
                 "image_metrics": bool(config.image_metrics), "novel_views": int(config.novel_views),
                 "geometry_samples": int(config.geometry_samples), "gt_samples": config.gt_samples,
+                "dense_samples": int(config.gt_samples or TEXTURE_GT_SAMPLES),
                 "render_samples": config.render_samples or int(ds.settings.get("albedo_samples", 16)),
                 "dataset_resolution": ds.resolution}
     return EvalPlan(models={str(k): Path(v) for k, v in models.items()}, dataset=ds, config=config,
@@ -588,14 +592,20 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
         t = time.perf_counter()
         td = texture_distance(vertices, colors, subj.points, k=k, device=device,
                               progress=progress.muted())
+        dense = texture_distance(vertices, colors, subj.dense, k=k, device=device,
+                                 progress=progress.muted())
         seconds["texture"] += time.perf_counter() - t
-        if subj.gt_kind == "surface-samples":  # the point set stood in for the textured GT
-            td = replace(td, gt_kind="surface-samples", gt_positions=subj.points.vertices.astype(np.float32))
-        s = td.summary()
+        # The dense point set stood in for the GT's surface.
+        td = replace(td, dense=replace(dense, gt_kind="surface-samples"))
+        s, sd = td.summary(), dense.summary()
         entry = {"model": m.name, **base,
                  "patd": s["patd"]["mean"], "pipatd": s["pipatd"]["mean"],
                  "patd_median": s["patd"]["median"], "patd_p90": s["patd"]["p90"],
                  "pipatd_median": s["pipatd"]["median"], "pipatd_p90": s["pipatd"]["p90"],
+                 "patd_dense": sd["patd"]["mean"], "pipatd_dense": sd["pipatd"]["mean"],
+                 "patd_dense_median": sd["patd"]["median"], "patd_dense_p90": sd["patd"]["p90"],
+                 "pipatd_dense_median": sd["pipatd"]["median"], "pipatd_dense_p90": sd["pipatd"]["p90"],
+                 "dense_samples": sd["gt_points"],
                  "k": s["k"], "gt_points": s["gt_points"], "gt_kind": s["gt_kind"],
                  "vertices": int(len(vertices)), "faces": int(len(faces)), **geometry,
                  "reconstruction_seconds": rec.stats["seconds"].get("total")}

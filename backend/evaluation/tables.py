@@ -1,6 +1,7 @@
 """The evaluation's results table: the seed's layout (metric x level rows, one column per model), extended.
 
-The first rows are exactly ``backend.metrics.table``'s (PATD then PIPATD, per level, lowest in bold);
+The first rows are exactly ``backend.metrics.table``'s (PATD then PIPATD, per level, lowest in bold;
+then the dense flavour's, with the same note under the table saying what each is measured against);
 geometry and image-space rows follow, each bolded in its own direction (lower Chamfer, higher PSNR).
 A row appears only when some model has a value for it. Markdown rounds (the bold is decided after
 rounding, ties included, a lone value is not bolded); CSV keeps full precision.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from avatex_core.atomic import write_text
 from backend.errors import InputError
-from backend.metrics.table import LEVELS, METRIC_LABELS
+from backend.metrics.table import LEVELS, METRIC_LABELS, OPTIONAL, flavour_note
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Metric:
 METRICS: tuple[Metric, ...] = (
     Metric("patd", METRIC_LABELS["patd"]),
     Metric("pipatd", METRIC_LABELS["pipatd"]),
+    Metric("patd_dense", METRIC_LABELS["patd_dense"]),
+    Metric("pipatd_dense", METRIC_LABELS["pipatd_dense"]),
     Metric("chamfer_cm", "Chamfer (cm)"),
     Metric("pred_to_gt_cm", "pred → GT surface (cm)"),
     Metric("gt_to_pred_cm", "GT → pred surface (cm)"),
@@ -85,7 +88,9 @@ def rows(results: Results, levels: Sequence[str] | None = None
     return models, out
 
 
-def to_markdown(results: Results, levels: Sequence[str] | None = None) -> str:
+def to_markdown(results: Results, levels: Sequence[str] | None = None,
+                dense_samples: int | None = None) -> str:
+    """Markdown rows (module docstring); ``dense_samples`` is the N the flavour note states."""
     models, table = rows(results, levels)
     lines = ["| metric | level | " + " | ".join(m.replace("|", "\\|") for m in models) + " |",
              "|---|---|" + "---:|" * len(models)]
@@ -101,6 +106,8 @@ def to_markdown(results: Results, levels: Sequence[str] | None = None) -> str:
             text = f"{v:.{metric.decimals}f}"
             cells.append(f"**{text}**" if v == best and len(present) > 1 else text)
         lines.append(f"| {metric.label} | {level} | " + " | ".join(cells) + " |")
+    if any(metric.key in OPTIONAL for metric, _, _ in table):
+        lines += ["", flavour_note(dense_samples)]
     return "\n".join(lines) + "\n"
 
 
@@ -114,13 +121,13 @@ def to_csv(results: Results, levels: Sequence[str] | None = None) -> str:
     return buf.getvalue()
 
 
-def write_tables(results: Results, out_stem: str | Path, levels: Sequence[str] | None = None
-                 ) -> tuple[Path, Path]:
+def write_tables(results: Results, out_stem: str | Path, levels: Sequence[str] | None = None,
+                 dense_samples: int | None = None) -> tuple[Path, Path]:
     """``<stem>.md`` and ``<stem>.csv``, atomically (a .md/.csv suffix on the stem is dropped)."""
     stem = Path(out_stem)
     if stem.suffix.lower() in (".md", ".csv"):
         stem = stem.with_suffix("")
     md, csv_path = stem.parent / f"{stem.name}.md", stem.parent / f"{stem.name}.csv"
-    write_text(md, to_markdown(results, levels))
+    write_text(md, to_markdown(results, levels, dense_samples))
     write_text(csv_path, to_csv(results, levels))
     return md, csv_path

@@ -31,7 +31,11 @@ def knn_cpu(ref: np.ndarray, query: np.ndarray, k: int, workers: int = -1,
     ref = np.asarray(ref, dtype=np.float64)
     query = np.asarray(query, dtype=np.float64)
     if tree is None:
-        tree = cKDTree(ref)
+        # Few queries against many points (a mesh's vertices against 1M GT surface samples): the build
+        # dominates, and a sliding-midpoint, non-compact tree builds ~3x faster (1M samples: 1.6 s
+        # against 4.9 s on a loaded 2-core machine) for queries ~20 % slower. Same neighbours either way.
+        quick = 4 * len(query) < len(ref)
+        tree = cKDTree(ref, balanced_tree=not quick, compact_nodes=not quick)
     order = _spatial_order_if_scattered(query)
     q = query if order is None else query[order]
     if len(q) >= _BOUND_MIN_QUERIES:

@@ -1,10 +1,15 @@
 """PATD and PIPATD: how far a reconstructed mesh's colours are from the ground truth's, per vertex.
 
-Definitions (design.md §5; docs/metrics.md has the full conventions):
+Definitions (the paper, *Avatar Texture Enhancement via 3D Patch-wise SSIM Loss*; docs/metrics.md has
+the full conventions). Two flavours, told apart by the GT point set (``flavour`` in every summary):
 
-* GT points are the GT mesh's vertices with their colours when it has vertex colours (and no texture),
-  else ``gt_samples`` area-uniform surface samples with their texture colours. Passing ``gt_samples``
-  also forces surface samples on a vertex-coloured GT (useful when GT vertex density is very uneven).
+* ``"vertices"`` (``gt_samples=None``, the paper's protocol, comparable with its numbers): the GT mesh's
+  vertices with their colours (vertex colours, or the texture at each vertex's UV). Its perfect-prediction
+  floor depends on the GT's tessellation: a prediction vertex between GT vertices is compared with the
+  colour of the nearest one, not with the colour field there.
+* ``"dense"`` (``gt_samples=N``): N area-uniform samples of the GT surface with the colour field
+  interpolated there (vertex colours barycentrically, textures at the interpolated UV). Its floor is set
+  by N alone, whatever the tessellation, and so is PIPATD's tolerance (the k nearest of N samples).
 * PATD(x) = ΔE00(colour_R(x), colour_G(nearest GT point to x)); the mesh's PATD is the mean over its
   vertices.
 * PIPATD(x) = min over the k nearest GT points p of ΔE00(colour_R(x), colour_G(p)), k = 8 by default.
@@ -28,9 +33,13 @@ from backend.meshio import ColoredMesh, sample_surface
 from backend.metrics import color, knn
 
 DEFAULT_K = 8
-DEFAULT_GT_SAMPLES = 1_000_000
-"""Surface samples on a textured GT when no count is given: several times denser than a 256³
-marching-cubes reconstruction's vertices, so the nearest GT point is a close one."""
+DEFAULT_GT_SAMPLES = 500_000
+"""Surface samples of the dense flavour when no count is given: a few times denser than a 256³
+marching-cubes reconstruction's vertices. A perfect prediction then scores about 0.5 ΔE00 whatever the
+GT's tessellation (0.36 at 1M, which costs twice the time; docs/metrics.md has the floors)."""
+
+FLAVOURS = {"vertices": "GT vertices (the paper's protocol)", "dense": "GT surface samples (dense)"}
+"""What each flavour's number is measured against, as the reports and the add-on label it."""
 
 @dataclass(frozen=True)
 class TextureDistance:
@@ -43,10 +52,12 @@ class TextureDistance:
             "vertices", else an index into ``gt_positions``).
         k: neighbours used for PIPATD.
         gt_points: number of GT points.
-        gt_kind: "vertices" or "surface-samples".
+        gt_kind: "vertices" or "surface-samples" (the "vertices" or "dense" flavour).
         clipped_pred / clipped_gt: colour components outside [0, 1] that were clipped.
         gt_positions: (M, 3) float32 sample positions when ``gt_kind`` is "surface-samples", else None.
         device: where it ran ("cpu" or a torch device string); engine: "numpy" or "torch".
+        dense: the dense flavour's result beside a "vertices" one, when both were measured
+            (``backend.metrics.evaluate.evaluate_meshes``), else None.
     """
 
     patd: np.ndarray
@@ -61,9 +72,16 @@ class TextureDistance:
     device: str = "cpu"
     engine: str = "numpy"
     _stats: dict = field(default_factory=dict, repr=False)
+    dense: TextureDistance | None = field(default=None, repr=False)
+
+    @property
+    def flavour(self) -> str:
+        """"vertices" (the paper's protocol) or "dense" (surface samples), see the module docstring."""
+        return "vertices" if self.gt_kind == "vertices" else "dense"
 
     def summary(self) -> dict:
-        """{"patd": {mean, median, p90}, "pipatd": {...}, k, gt_points, gt_kind, vertices, clipping}.
+        """{"patd": {mean, median, p90}, "pipatd": {...}, k, gt_points, gt_kind, flavour, vertices,
+        clipping}.
 
         The statistics come from the float64 values, before the per-vertex arrays were cast to float32.
         """
@@ -74,6 +92,7 @@ class TextureDistance:
             "k": self.k,
             "gt_points": self.gt_points,
             "gt_kind": self.gt_kind,
+            "flavour": self.flavour,
             "vertices": len(self.patd),
             "clipped": {"pred": self.clipped_pred, "gt": self.clipped_gt},
             "device": self.device,
@@ -87,9 +106,11 @@ def texture_distance(pred_vertices: np.ndarray, pred_colors: np.ndarray, gt: Col
                      progress: Progress = NULL) -> TextureDistance:
     """PATD and PIPATD of a coloured point set (a reconstruction's vertices) against a GT mesh.
 
-    Both must be in the same space (e.g. the canonical space of design.md §3). ``pred_colors`` are sRGB
-    in [0, 1] (float) or 0..255 (uint8 only). ``rng`` (Generator or seed; default seed 0) draws the GT
-    surface samples, so the metric is deterministic. ``device``: None = CUDA when available else CPU.
+    Both must be in the same space (e.g. the canonical space of ``avatex_core.canonical``). ``pred_colors``
+    are sRGB in [0, 1] (float) or 0..255 (uint8 only). ``gt_samples``: None for the "vertices" flavour
+    (the GT's vertices), N for the "dense" one (N surface samples). ``rng`` (Generator or seed; default
+    seed 0) draws the GT surface samples, so the metric is deterministic. ``device``: None = CUDA when
+    available else CPU.
     ``engine``: "numpy" (scipy KD-tree + numpy, the CPU path), "torch" (blocked k-NN + CIEDE2000 in
     torch float64 on ``device``; the CUDA path, also runnable on the CPU), or "auto" (torch on CUDA,
     numpy otherwise). Both engines give the same values.
@@ -126,16 +147,22 @@ def texture_distance(pred_vertices: np.ndarray, pred_colors: np.ndarray, gt: Col
 def gt_point_set(gt: ColoredMesh, gt_samples: int | None = None,
                  rng: np.random.Generator | int | None = None
                  ) -> tuple[np.ndarray, np.ndarray, str, int]:
-    """(positions (M, 3) float64, colours (M, 3) float64 clipped to [0, 1], kind, clipped count)."""
+    """(positions (M, 3) float64, colours (M, 3) float64 clipped to [0, 1], kind, clipped count).
+
+    ``gt_samples=None``: the GT's vertices with their colours (vertex colours, or the texture at each
+    vertex's UV), kind "vertices". Else that many area-uniform surface samples with the colour field
+    interpolated there, kind "surface-samples".
+    """
     if not isinstance(gt, ColoredMesh):
         raise InputError(f"gt must be a ColoredMesh (backend.meshio.load_mesh), got {type(gt).__name__}")
     if not gt.has_colors:
         raise InputError("the GT mesh has neither vertex colours nor a texture: nothing to compare with")
     gt_vertices = _points(gt.vertices, "GT vertices")
-    if gt_samples is None and gt.vertex_colors is not None and not gt.has_texture:
-        rgb, clipped = _colors(gt.vertex_colors, len(gt_vertices), "GT vertex colours")
+    if gt_samples is None:
+        what = "GT texture colours at the vertices" if gt.has_texture else "GT vertex colours"
+        rgb, clipped = _colors(gt.per_vertex_colors(), len(gt_vertices), what)
         return gt_vertices, rgb, "vertices", clipped
-    count = DEFAULT_GT_SAMPLES if gt_samples is None else gt_samples
+    count = gt_samples
     if not isinstance(count, int | np.integer) or isinstance(count, bool) or count < 1:
         raise InputError(f"gt_samples must be a positive integer, got {gt_samples!r}")
     if len(gt.faces) == 0:

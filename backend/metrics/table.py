@@ -1,8 +1,10 @@
 """The seed's results table: PATD/PIPATD per lighting level (rows) for several models (columns).
 
 Input is ``{model: {level: {"patd": x, "pipatd": y}}}`` (e.g. the mean of each test item's summary
-per lighting level). Markdown puts the best (lowest) value of each row in bold; CSV carries the raw
-numbers. Missing values are shown as "–" (Markdown) or left empty (CSV).
+per lighting level), optionally with the dense flavour's ``patd_dense`` / ``pipatd_dense``: their rows
+("PATD dense", "PIPATD dense") follow when some model has them, and the Markdown then ends with a note
+saying what each flavour is measured against. Markdown puts the best (lowest) value of each row in
+bold; CSV carries the raw numbers. Missing values are shown as "–" (Markdown) or left empty (CSV).
 """
 
 from __future__ import annotations
@@ -18,8 +20,18 @@ from avatex_core.lighting import PAPER_LEVELS
 from backend.errors import InputError
 
 LEVELS = PAPER_LEVELS
-METRICS = ("patd", "pipatd")
-METRIC_LABELS = {"patd": "PATD", "pipatd": "PIPATD"}
+METRICS = ("patd", "pipatd", "patd_dense", "pipatd_dense")
+METRIC_LABELS = {"patd": "PATD", "pipatd": "PIPATD", "patd_dense": "PATD dense",
+                 "pipatd_dense": "PIPATD dense"}
+OPTIONAL = ("patd_dense", "pipatd_dense")
+"""Metrics whose rows are left out when no model has a value for them."""
+
+
+def flavour_note(dense_samples: int | None = None) -> str:
+    """The line under a table with dense rows: what PATD and PATD dense are measured against."""
+    n = f"{int(dense_samples):,} " if dense_samples else ""
+    return ("PATD, PIPATD: against the GT's vertices (the paper's protocol). PATD dense, PIPATD dense: "
+            f"against {n}area-uniform GT surface samples with interpolated colours.")
 
 Results = Mapping[str, Mapping[str, Mapping[str, float]]]
 
@@ -38,6 +50,9 @@ def table_rows(results: Results, levels: Sequence[str] | None = None,
         levels = [lvl for lvl in LEVELS if lvl in seen] + sorted(seen - set(LEVELS))
     rows = []
     for metric in metrics:
+        if metric in OPTIONAL and not any(results[m].get(lv, {}).get(metric) is not None
+                                          for m in models for lv in levels):
+            continue
         for level in levels:
             values = []
             for model in models:
@@ -52,8 +67,10 @@ def table_rows(results: Results, levels: Sequence[str] | None = None,
 
 
 def to_markdown(results: Results, levels: Sequence[str] | None = None, metrics: Sequence[str] = METRICS,
-                decimals: int = 2) -> str:
-    """GitHub Markdown table; the lowest value of each row (after rounding, ties included) is bold."""
+                decimals: int = 2, dense_samples: int | None = None) -> str:
+    """GitHub Markdown table; the lowest value of each row (after rounding, ties included) is bold.
+
+    With dense rows, a note follows naming each flavour (``dense_samples``: their N, when known)."""
     models, rows = table_rows(results, levels, metrics)
     lines = ["| metric | level | " + " | ".join(_escape(m) for m in models) + " |",
              "|---|---|" + "---:|" * len(models)]
@@ -69,6 +86,8 @@ def to_markdown(results: Results, levels: Sequence[str] | None = None, metrics: 
                 text = f"{v:.{decimals}f}"
                 cells.append(f"**{text}**" if v == best and len(present) > 1 else text)
         lines.append(f"| {METRIC_LABELS.get(metric, metric)} | {level} | " + " | ".join(cells) + " |")
+    if any(metric in OPTIONAL for metric, _, _ in rows):
+        lines += ["", flavour_note(dense_samples)]
     return "\n".join(lines) + "\n"
 
 
@@ -85,13 +104,13 @@ def to_csv(results: Results, levels: Sequence[str] | None = None, metrics: Seque
 
 
 def write_tables(results: Results, out_stem: str | Path, levels: Sequence[str] | None = None,
-                 decimals: int = 2) -> tuple[Path, Path]:
+                 decimals: int = 2, dense_samples: int | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.csv`` atomically (a .md/.csv suffix on the stem is dropped)."""
     stem = Path(out_stem)
     if stem.suffix.lower() in (".md", ".csv"):
         stem = stem.with_suffix("")
     md, csv_path = stem.parent / f"{stem.name}.md", stem.parent / f"{stem.name}.csv"
-    write_text(md, to_markdown(results, levels, decimals=decimals))
+    write_text(md, to_markdown(results, levels, decimals=decimals, dense_samples=dense_samples))
     write_text(csv_path, to_csv(results, levels))
     return md, csv_path
 

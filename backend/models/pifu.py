@@ -21,9 +21,10 @@ from backend.models.nets import HGPIFuNet, ResBlkPIFuNet
 class PIFu(nn.Module):
     """Geometry (``net_g``) and optional colour (``net_c``) nets built from one :class:`ModelConfig`.
 
-    Shapes: images [B, 3, S, S] in [-1, 1] with S = ``config.load_size``, masks [B, 1, S, S] in [0, 1],
-    points [B, 3, N] in canonical space, calibs [B, 4, 4] (``avatex_core.canonical``). Occupancy comes back
-    as [B, 1, N] in [0, 1], colour as [B, 3, N] in [-1, 1] (sRGB = 0.5 * c + 0.5).
+    Shapes: images [B, 3, S, S] in [-1, 1], already masked (``backend.recon.framing.network_image``),
+    with S = ``config.load_size``; points [B, 3, N] in canonical space, calibs [B, 4, 4]
+    (``avatex_core.canonical``). Occupancy comes back as [B, 1, N] in [0, 1], colour as [B, 3, N] in
+    [-1, 1] (sRGB = 0.5 * c + 0.5).
     """
 
     def __init__(self, config: ModelConfig | None = None, with_color: bool = True, init: bool = True) -> None:
@@ -61,9 +62,9 @@ class PIFu(nn.Module):
             self.net_g.eval()
         return self
 
-    def encode(self, images: torch.Tensor, masks: torch.Tensor | None = None, *,
-               channels_last: bool | None = None) -> None:
-        """Run the image filters on ``images * masks`` (pass ``masks=None`` for already-masked input).
+    def encode(self, images: torch.Tensor, *, channels_last: bool | None = None) -> None:
+        """Run the image filters on ``images``, the masked network input as training feeds it
+        (``backend.recon.framing.network_image``); nothing here masks again.
 
         The features stay on the nets until the next ``encode``; queries read them. ``channels_last``
         feeds the filters NHWC images (None = for inference on the CPU): oneDNN's convolutions then
@@ -74,10 +75,6 @@ class PIFu(nn.Module):
         size = self.config.load_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (size, size):
             raise InputError(f"images must be [B, 3, {size}, {size}], got {list(images.shape)}")
-        if masks is not None:
-            if masks.shape != (images.shape[0], 1, size, size):
-                raise InputError(f"masks must be [B, 1, {size}, {size}], got {list(masks.shape)}")
-            images = images * masks
         if channels_last is None:
             channels_last = images.device.type == "cpu" and not torch.is_grad_enabled()
         if channels_last:
@@ -109,10 +106,9 @@ class PIFu(nn.Module):
         _check_points(points, calibs)
         return self.net_c.query(points, calibs, fast=fast)
 
-    def forward(self, images: torch.Tensor, points: torch.Tensor, calibs: torch.Tensor,
-                masks: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, points: torch.Tensor, calibs: torch.Tensor) -> torch.Tensor:
         """Encode and return occupancy; mostly for tracing and quick checks."""
-        self.encode(images, masks)
+        self.encode(images)
         return self.query_occupancy(points, calibs)
 
 

@@ -6,7 +6,8 @@ photos the same way. Here: take the mask's bounding box, cut a square of side
 ``IMAGE_SIZE / SUBJECT_PIXELS`` x the box height centred on the box (enlarged to the box width if the
 subject is wider than that, so nothing is cut off), pad with zeros where it leaves the image, resize to
 the network's input size (bilinear, antialiased when shrinking, mask not binarised, as PIL/torchvision
-resize it in the official eval), and form the network input ``(2 * rgb - 1) * mask``.
+resize it in the official eval), and form the network input with :func:`network_image`, the one
+definition training (``backend.train.data.image_tensors``) shares.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from PIL import Image
 
 from avatex_core import canonical
 from backend.errors import InputError
+
+
+def network_image(rgb, mask):
+    """PIFu's image input: sRGB in [0, 1] mapped to [-1, 1], times the subject mask (background 0).
+
+    Training, reconstruction and evaluation all form the input here, and the mask is applied here only:
+    a second multiplication would give soft silhouette pixels ``(2 * rgb - 1) * mask**2``, an input the
+    nets never saw in training. Works on numpy arrays and torch tensors alike (``rgb`` channels-first,
+    ``mask`` broadcasting over the channels).
+    """
+    return (rgb * 2.0 - 1.0) * mask
 
 
 @dataclass
@@ -33,11 +45,10 @@ class FramedImage:
     mask: np.ndarray
     crop: tuple[int, int, int]
 
-    def network_input(self) -> tuple[np.ndarray, np.ndarray]:
-        """(image [1, 3, S, S] in [-1, 1] times the mask, mask [1, 1, S, S]) as float32 arrays."""
-        m = self.mask[None, None]
-        img = (self.rgb.transpose(2, 0, 1)[None] * 2.0 - 1.0) * m
-        return img.astype(np.float32), m.astype(np.float32)
+    def network_input(self) -> np.ndarray:
+        """The float32 image [1, 3, S, S] that ``PIFu.encode`` takes: :func:`network_image`, masked once."""
+        img = network_image(self.rgb.transpose(2, 0, 1)[None], self.mask[None, None])
+        return img.astype(np.float32)
 
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:

@@ -121,10 +121,7 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
     progress.check("reconstruction cancelled")
     t = time.perf_counter()
     progress.report("encode", 0.0)
-    img_np, mask_np = framed.network_input()
-    images = torch.from_numpy(img_np).to(dev)
-    masks = torch.from_numpy(mask_np).to(dev)
-    model.encode(images, masks)
+    model.encode(torch.from_numpy(framed.network_input()).to(dev))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds["encode"] = time.perf_counter() - t

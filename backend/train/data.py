@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from backend.data import sampling
 from backend.errors import InputError
+from backend.recon.framing import network_image
 from backend.train.cache import SubjectSampling
 from backend.train.config import TrainConfig
 from backend.train.source import DataSource, open_source
@@ -51,8 +52,9 @@ def train_items(source: DataSource, levels: Sequence[str] | None, split: str = "
 def image_tensors(rgba: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 RGBA (H, W, 4) -> (image [3, S, S] in [-1, 1] times the mask, mask [1, S, S] in [0, 1]).
 
-    PIFu's preprocessing: RGB to [-1, 1], then multiplied by the mask (background 0). A render of a
-    different size is resized (bilinear, antialiased); calibs are resolution-free.
+    PIFu's preprocessing, :func:`backend.recon.framing.network_image` (the definition reconstruction
+    shares): RGB to [-1, 1], then multiplied by the mask (background 0). A render of a different size is
+    resized (bilinear, antialiased); calibs are resolution-free.
     """
     if rgba.ndim != 3 or rgba.shape[2] not in (3, 4):
         raise InputError(f"expected an RGB(A) image, got shape {rgba.shape}")
@@ -64,7 +66,7 @@ def image_tensors(rgba: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tens
         both = torch.nn.functional.interpolate(both, size=(size, size), mode="bilinear",
                                                align_corners=False, antialias=True)[0]
         rgb, mask = both[:3], both[3:4].clamp(0, 1)
-    return (rgb * 2.0 - 1.0) * mask, mask
+    return network_image(rgb, mask), mask
 
 
 @dataclass(frozen=True)
