@@ -15,6 +15,7 @@ import time
 import pytest
 
 from avatex_core.client import Client
+from avatex_core.protocol import new_owner_secret
 from backend.models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURES, ROOT
 from tests.test_server_support import spawn_avatex_serve
@@ -38,9 +39,10 @@ def test_kill9_during_training_then_restart_resumes_from_the_last_checkpoint(tmp
               "checkpoint_every": EVERY, "val_every": 1000, "progress_bar": False, "seed": 0}
     args = ("--state", str(state), "--root", str(root))
 
+    owner = new_owner_secret()   # the restarted server's client comes back as the job's owner
     server = spawn_avatex_serve(*args)
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=owner) as client:
             rid = client.submit("train.start", {"config": config})
             last_step, job, deadline = 0, None, time.monotonic() + 300
             while last_step < 3 * EVERY + 3:
@@ -68,7 +70,7 @@ def test_kill9_during_training_then_restart_resumes_from_the_last_checkpoint(tmp
 
     server = spawn_avatex_serve(*args)  # picks the interrupted job up by itself
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=owner) as client:
             result = client.call("job.result", {"job": job, "wait": True}, timeout=600).result
             status = client.call("job.status", {"job": job}).result
     finally:
