@@ -98,6 +98,7 @@ def test_a_client_that_never_reads_cannot_make_the_server_hold_its_replies(tmp_p
                 peak = max(peak, rss(server.proc.pid))
                 time.sleep(0.1)
             assert probe.call("ping", timeout=30).result["time"] > 0   # the others are still served
+        print(f"non-reading client, 60 x 20 MiB echo: server RSS +{(peak - before) / MiB:.0f} MiB")
         assert peak - before < 600 * MiB, f"server RSS grew by {(peak - before) / MiB:.0f} MiB"
         kinds: dict[str, int] = {}
         for _ in range(60):   # now read: every request got exactly one final reply
@@ -140,6 +141,8 @@ def test_queued_job_inputs_are_bounded_in_bytes_with_busy_replies(tmp_path):
             busy = [r for r in replies if r["type"] == "error" and r["error"]["code"] == "busy"]
             assert len(queued) + len(busy) == 20
             assert 1 <= len(queued) <= 7 and any("MiB" in r["error"]["message"] for r in busy)
+            print(f"20 x 150 MB reconstruct: {len(queued)} queued, {len(busy)} busy, server RSS "
+                  f"+{(peak - before) / MiB:.0f} MiB")
             assert peak - before < 1536 * MiB, f"server RSS grew by {(peak - before) / MiB:.0f} MiB"
             sock.close()
     finally:
@@ -495,3 +498,56 @@ def test_every_client_settable_config_field_has_a_bounded_schema():
             assert arg.maximum is not None and arg.minimum is not None, name
         if "str" in kinds or "list" in kinds:
             assert arg.max_len is not None, name
+
+
+# -- a job killed before its first checkpoint ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_training_job_killed_before_its_first_checkpoint_starts_again_and_finishes(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import FIXTURES, ROOT
+    from tests.test_server_support import spawn_avatex_serve
+    from tests.tiny_models import TINY
+
+    root, state, steps = tmp_path / "root", tmp_path / "state", 12
+    subprocess.run([sys.executable, str(ROOT / "render_scripts" / "render_dataset.py"), "--meshes",
+                    str(FIXTURES / "avatars" / "avatar_0001.ply"), "--out", str(root / "data"),
+                    "--views", "1", "--levels", "clear", "--resolution", "64", "--samples", "2",
+                    "--albedo-samples", "1", "--no-denoise", "--test-fraction", "0"],
+                   check=True, capture_output=True, timeout=600)
+    config = {"data": "data", "out": "run", "model": "small", "model_overrides": TINY, "stage": "color",
+              "loss": "l1", "steps": steps, "batch": 1, "points_color": 200, "patches": 10,
+              "dense_samples": 5000, "pool_surface": 2000, "pool_uniform": 500, "workers": 0,
+              "checkpoint_every": 200, "val_every": 1000, "progress_bar": False, "seed": 0,
+              "log_every": 1}
+    owner = protocol.new_owner_secret()
+    args = ("--state", str(state), "--root", str(root))
+    server = spawn_avatex_serve(*args)
+    try:
+        with Client(server.endpoint, owner=owner) as client:
+            rid = client.submit("train.start", {"config": config})
+            job, step, deadline = None, 0, time.monotonic() + 300
+            while step < 6:
+                assert time.monotonic() < deadline, "training made no progress"
+                for event in client.poll(0.05):
+                    assert event.type != "error", event.message
+                    if event.id == rid and event.job:
+                        job = event.job
+                    if event.id == rid and event.stage == "train":
+                        step = int(event.info["step"])
+            server.kill9()
+    finally:
+        server.close()
+    assert not list((root / "run").glob("checkpoints/step-*.pt")), "the kill came after a checkpoint"
+
+    server = spawn_avatex_serve(*args)
+    try:
+        with Client(server.endpoint, owner=owner) as client:
+            result = client.call("job.result", {"job": job, "wait": True}, timeout=600).result
+            status = client.call("job.status", {"job": job}).result
+    finally:
+        server.close()
+    assert status["state"] == "done" and status["attempts"] == 2
+    assert result["step"] == steps
