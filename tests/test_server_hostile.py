@@ -551,3 +551,18 @@ def test_a_training_job_killed_before_its_first_checkpoint_starts_again_and_fini
         server.close()
     assert status["state"] == "done" and status["attempts"] == 2
     assert result["step"] == steps
+
+
+def test_an_obj_texture_outside_the_mesh_folder_is_not_read(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "secret.png")
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "m.mtl").write_text("newmtl a\nmap_Kd ../secret.png\n")
+    (tmp_path / "inner" / "m.obj").write_text("mtllib m.mtl\nusemtl a\nv 0 0 0\nv 1 0 0\nv 0 1 0\n"
+                                              "vt 0 0\nvt 1 0\nvt 0 1\nf 1/1 2/2 3/3\n")
+    assert not load_mesh(tmp_path / "inner" / "m.obj").has_texture
+    (tmp_path / "inner" / "m.mtl").write_text("newmtl a\nmap_Kd secret.png\n")
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(tmp_path / "inner" / "secret.png")
+    mesh = load_mesh(tmp_path / "inner" / "m.obj")   # the same file inside the folder is read
+    assert mesh.has_texture and tuple(mesh.textures[0][0, 0]) == (0, 0, 255)
