@@ -508,7 +508,7 @@ def test_a_training_job_killed_before_its_first_checkpoint_starts_again_and_fini
     import sys
 
     from tests.conftest import FIXTURES, ROOT
-    from tests.test_server_support import spawn_avatex_serve
+    from tests.test_server_support import finish_after_restart, follow_training, spawn_avatex_serve
     from tests.tiny_models import TINY
 
     root, state, steps = tmp_path / "root", tmp_path / "state", 12
@@ -527,28 +527,13 @@ def test_a_training_job_killed_before_its_first_checkpoint_starts_again_and_fini
     server = spawn_avatex_serve(*args)
     try:
         with Client(server.endpoint, owner=owner) as client:
-            rid = client.submit("train.start", {"config": config})
-            job, step, deadline = None, 0, time.monotonic() + 300
-            while step < 6:
-                assert time.monotonic() < deadline, "training made no progress"
-                for event in client.poll(0.05):
-                    assert event.type != "error", event.message
-                    if event.id == rid and event.job:
-                        job = event.job
-                    if event.id == rid and event.stage == "train":
-                        step = int(event.info["step"])
+            job, _ = follow_training(client, client.submit("train.start", {"config": config}), 6)
             server.kill9()
     finally:
         server.close()
     assert not list((root / "run").glob("checkpoints/step-*.pt")), "the kill came after a checkpoint"
 
-    server = spawn_avatex_serve(*args)
-    try:
-        with Client(server.endpoint, owner=owner) as client:
-            result = client.call("job.result", {"job": job, "wait": True}, timeout=600).result
-            status = client.call("job.status", {"job": job}).result
-    finally:
-        server.close()
+    result, status = finish_after_restart(args, owner, job)   # the server resumes it by itself
     assert status["state"] == "done" and status["attempts"] == 2
     assert result["step"] == steps
 
@@ -566,3 +551,12 @@ def test_an_obj_texture_outside_the_mesh_folder_is_not_read(tmp_path):
     Image.new("RGB", (4, 4), (0, 0, 255)).save(tmp_path / "inner" / "secret.png")
     mesh = load_mesh(tmp_path / "inner" / "m.obj")   # the same file inside the folder is read
     assert mesh.has_texture and tuple(mesh.textures[0][0, 0]) == (0, 0, 255)
+
+
+def test_cli_train_refuses_a_fifo_as_out_in_one_line(tmp_path, capsys):
+    from backend.cli import main as cli_main
+
+    os.mkfifo(tmp_path / "fifo")
+    assert cli_main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "fifo")]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a folder" in err and "Traceback" not in err and err.count("\n") == 1

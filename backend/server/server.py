@@ -324,7 +324,7 @@ class Server:
                 if len(parts) <= self.config.limits.max_arrays + 2:
                     parts.append(frame)
                 else:
-                    extra += 1   # received and let go at once: a flood of frames costs no memory
+                    extra += 1   # let go at once (libzmq held the whole message until now)
             identity, message = parts[0].bytes, parts[1:]
             self.stats["requests"] += 1
             if extra:
