@@ -189,17 +189,19 @@ def op_checkpoints_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, d
     bases = [ctx.resolve_path(args["dir"], kind="dir")] if args["dir"] else list(policy.roots)
     found: list[dict[str, Any]] = []
     limit = args["limit"]
-    deadline, visited = time.monotonic() + LIST_BUDGET_S, 0
-    over_budget = False
+    deadline, visited, stopped = time.monotonic() + LIST_BUDGET_S, 0, False
+
+    def spent() -> bool:
+        return len(found) > limit or visited > LIST_BUDGET_ENTRIES or time.monotonic() > deadline
+
     for base in bases:
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
             depth = len(Path(dirpath).relative_to(base).parts)
             dirnames[:] = [] if depth >= 8 else sorted(d for d in dirnames if not d.startswith("."))
             visited += len(filenames) + len(dirnames)
-            if visited > LIST_BUDGET_ENTRIES or time.monotonic() > deadline:
-                over_budget = True
-                break
             for name in sorted(filenames):
+                if stopped := spent():
+                    break
                 suffix = os.path.splitext(name)[1].lower()
                 if suffix not in CHECKPOINT_SUFFIXES and name not in OFFICIAL_NAMES:
                     continue
@@ -210,14 +212,11 @@ def op_checkpoints_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, d
                 found.append({"path": str(path), "relative": policy.relative(path), "size": stat.st_size,
                               "modified": stat.st_mtime,
                               "kind": "official" if name in OFFICIAL_NAMES else suffix.lstrip(".")})
-                if len(found) > limit or time.monotonic() > deadline:
-                    break
-            if len(found) > limit or time.monotonic() > deadline:
-                over_budget = over_budget or len(found) <= limit
+            if stopped or (stopped := spent()):
                 break
-        if over_budget:
+        if stopped:
             break
-    truncated = len(found) > limit or over_budget
+    truncated = stopped
     found = sorted(found[:limit], key=lambda c: -c["modified"])
     return {"checkpoints": found, "truncated": truncated}, {}
 
