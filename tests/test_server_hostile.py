@@ -560,3 +560,21 @@ def test_cli_train_refuses_a_fifo_as_out_in_one_line(tmp_path, capsys):
     assert cli_main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "fifo")]) == 2
     err = capsys.readouterr().err
     assert "exists and is not a folder" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_owner_header_field_is_checked_and_carried():
+    secret = protocol.new_owner_secret()
+    request = protocol.decode_request(protocol.encode_request("a", "ping", owner=secret))
+    assert request.owner == secret
+    assert protocol.decode_request(protocol.encode_request("a", "ping")).owner is None
+    for owner in (12345, "too-short", "x" * 129, "spaces are not allowed here at all"):
+        header = {"v": 1, "id": "a", "op": "ping", "owner": owner}
+        with pytest.raises(protocol.ProtocolError) as info:
+            protocol.decode_request([json.dumps(header).encode()])
+        assert info.value.code == "bad_request" and info.value.request_id == "a"
+    for version in (1.0, True, "1"):
+        with pytest.raises(protocol.ProtocolError) as info:
+            protocol.decode_request([json.dumps({"v": version, "id": "a", "op": "ping"}).encode()])
+        assert info.value.code == "bad_version"
+    with pytest.raises(protocol.ProtocolError):
+        Client("tcp://127.0.0.1:1", owner="short")

@@ -529,8 +529,8 @@ _OPERATIONS = (
                      "(N,), pipatd f32 (N,), nearest i64 (N,)",
               job=True, device=True, prepare=prepare_evaluate, requires=("backend.metrics",)),
     Operation("train.start", op_train, "Start (or resume) a training run; streams progress.",
-              args={"config": Arg("dict", doc="training config: data, out, loss, steps, … (paths under "
-                                              "the roots)"),
+              args={"config": Arg("dict", fields=TRAIN_CONFIG,
+                                  doc="training config: data, out, loss, steps, … (paths under the roots)"),
                     "resume": Arg("str", max_len=64, doc="job id of an interrupted/cancelled run"),
                     "timeout_s": _TIMEOUT},
               result="what run_training returns", job=True, device=True, resumable=True,
