@@ -110,6 +110,11 @@ class Client:
         heartbeat_s: ping the backend after this much silence.
         timeout_s: silence after which the connection counts as lost.
         client_name: sent in ``hello`` (the first message on every connection), for the server's log.
+        owner: this client's owner secret, sent in every request header: the jobs it starts belong to
+            it, and only requests with the same secret may list, watch, fetch or cancel them (routing
+            ids and connections prove nothing). A fresh random one by default; pass a saved
+            :attr:`owner` to take over the jobs of an earlier session. Servers with CurveZMQ keys
+            identify clients by their public key instead.
         zero_copy_send: hand array buffers to libzmq without copying. pyzmq then starts a helper
             thread to release the buffers, which Blender forbids, so the default copies each outgoing
             array once (memcpy speed); scripts and benchmarks may turn it on. Received arrays are
@@ -119,8 +124,10 @@ class Client:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", *, curve: CurveKeys | None = None,
                  context: zmq.Context | None = None, heartbeat_s: float = 1.0, timeout_s: float = 5.0,
                  zero_copy_send: bool = False, limits: protocol.Limits = protocol.DEFAULT_LIMITS,
-                 client_name: str = "avatex-client"):
+                 client_name: str = "avatex-client", owner: str | None = None):
         self.endpoint = endpoint
+        self.owner = owner if owner is not None else protocol.new_owner_secret()
+        protocol.encode_request("check", "ping", owner=self.owner)   # a malformed secret fails here
         self.curve = curve
         self.heartbeat_s = heartbeat_s
         self.timeout_s = timeout_s
@@ -155,7 +162,7 @@ class Client:
         if self.state == CLOSED:
             raise BackendError("closed", "the client is closed")
         rid = self._next_id()
-        frames = protocol.encode_request(rid, op, args, arrays)
+        frames = protocol.encode_request(rid, op, args, arrays, owner=self.owner)
         size = sum(memoryview(f).nbytes for f in frames)
         limit = self.server_info.get("limits", {}).get("max_message_bytes", self.limits.max_message_bytes)
         if size > limit:   # the server would drop the connection for it: say why instead
@@ -400,7 +407,7 @@ class Client:
         op, args = ("ping", None) if self.state == CONNECTED and self.server_info else \
             ("hello", {"client": self.client_name[:200]})
         try:
-            self._send(protocol.encode_request(rid, op, args))
+            self._send(protocol.encode_request(rid, op, args, owner=self.owner))
         except BackendError:
             return
         self._ping = (rid, now)
@@ -408,7 +415,7 @@ class Client:
     def _send_internal(self, op: str, args: dict[str, Any]) -> None:
         rid = self._next_id()
         try:
-            self._send(protocol.encode_request(rid, op, args))
+            self._send(protocol.encode_request(rid, op, args, owner=self.owner))
             self._internal.add(rid)
         except BackendError:
             pass
@@ -457,6 +464,7 @@ class Client:
             if pending.job is not None:    # follow the job again: its events may have gone missing
                 pending.reattached = True
                 try:
-                    self._send(protocol.encode_request(rid, "job.result", {"job": pending.job, "wait": True}))
+                    self._send(protocol.encode_request(rid, "job.result", {"job": pending.job, "wait": True},
+                                                      owner=self.owner))
                 except BackendError:
                     break

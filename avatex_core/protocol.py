@@ -53,6 +53,10 @@ _ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _OP_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 _DESCRIPTOR_KEYS = frozenset(("name", "dtype", "shape"))
+# The owner secret a client may put in its request headers: who it is, across reconnects (which change
+# nothing a server can trust about a connection). Long and random by construction; never logged.
+_OWNER_RE = re.compile(r"[A-Za-z0-9_\-]{22,128}")
+_HEADER_KEYS = frozenset(("v", "id", "op", "args", "arrays", "owner"))
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class Request:
     op: str
     args: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    owner: str | None = None
 
 
 @dataclass
@@ -283,9 +288,20 @@ def _check_descriptor(index: int, desc: Any, limits: Limits) -> tuple[str, np.dt
 # Requests
 
 
+def new_owner_secret() -> str:
+    """A fresh owner secret (192 random bits, URL-safe) for :func:`encode_request`'s ``owner``."""
+    import secrets
+
+    return secrets.token_urlsafe(24)
+
+
 def encode_request(request_id: str, op: str, args: Mapping[str, Any] | None = None,
-                   arrays: Mapping[str, Any] | None = None) -> list[Any]:
-    """Frames of a request: ``[header, *array_buffers]`` (send with ``copy=False``)."""
+                   arrays: Mapping[str, Any] | None = None, owner: str | None = None) -> list[Any]:
+    """Frames of a request: ``[header, *array_buffers]`` (send with ``copy=False``).
+
+    ``owner`` is the client's owner secret (:func:`new_owner_secret`): jobs it starts belong to it, and
+    only requests carrying the same secret may see, fetch or cancel them.
+    """
     if not isinstance(request_id, str) or not _ID_RE.fullmatch(request_id):
         raise ProtocolError(BAD_REQUEST, f"request id {request_id!r} is not allowed (1-128 of "
                                          "A-Z a-z 0-9 . _ : -)")
@@ -294,6 +310,10 @@ def encode_request(request_id: str, op: str, args: Mapping[str, Any] | None = No
     descriptors, frames = encode_arrays(arrays)
     header = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, "args": dict(args or {}),
               "arrays": descriptors}
+    if owner is not None:
+        if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
+            raise ProtocolError(BAD_REQUEST, "owner secret must be 22-128 characters of A-Z a-z 0-9 _ -")
+        header["owner"] = owner
     return [dumps(header), *frames]
 
 
@@ -327,14 +347,18 @@ def decode_request(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Re
         if not isinstance(args, dict):
             raise ProtocolError(BAD_REQUEST, f"header field 'args' must be an object, not "
                                              f"{_json_type(args)}")
-        extra = sorted(set(header) - {"v", "id", "op", "args", "arrays"})
+        extra = sorted(set(header) - _HEADER_KEYS)
         if extra:
             raise ProtocolError(BAD_REQUEST, f"unknown header field(s) {extra}")
+        owner = header.get("owner")
+        if owner is not None and not (isinstance(owner, str) and _OWNER_RE.fullmatch(owner)):
+            raise ProtocolError(BAD_REQUEST, "header field 'owner' must be a secret of 22-128 characters "
+                                             "of A-Z a-z 0-9 _ -")
         arrays = decode_arrays(header.get("arrays", []), frames[1:], limits)
     except ProtocolError as exc:
         exc.request_id = known_id
         raise
-    return Request(id=known_id, op=op, args=args, arrays=arrays)
+    return Request(id=known_id, op=op, args=args, arrays=arrays, owner=owner)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,7 +467,7 @@ def _check_version(header: dict[str, Any]) -> None:
     if version is None:
         raise ProtocolError(BAD_REQUEST, f"header field 'v' (protocol version, {PROTOCOL_VERSION}) "
                                          "is missing")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != PROTOCOL_VERSION:   # 1.0 and true are not 1
         raise ProtocolError(BAD_VERSION, f"protocol version {_short(version)} is not supported; this "
                                          f"side speaks version {PROTOCOL_VERSION}")
 

@@ -164,7 +164,17 @@ def load_mesh(path: str | Path) -> ColoredMesh:
     geometries = [g for g in geometries if len(g.faces) > 0]
     if not geometries:
         raise InputError(f"{path} holds no triangle mesh (a point cloud or an empty file?)")
-    return _merge([_from_trimesh(g) for g in geometries])
+    mesh = _merge([_from_trimesh(g) for g in geometries])
+    check_face_indices(mesh.faces, len(mesh.vertices), str(path))
+    return mesh
+
+
+def check_face_indices(faces: np.ndarray, vertices: int, what: str) -> None:
+    """:class:`InputError` unless every face index names an existing vertex: numpy would read a
+    negative index from the end of the array and fail later, far from the cause, on a large one."""
+    if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= vertices):
+        raise InputError(f"{what}: face indices must lie in 0..{vertices - 1} (the mesh has {vertices} "
+                         f"vertices), found {int(faces.min())}..{int(faces.max())}")
 
 
 def _from_trimesh(mesh) -> ColoredMesh:

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from avatex_core.client import BackendError, Client
+from avatex_core.protocol import new_owner_secret
 from tests.test_server_support import running_server, spawn_avatex_serve, spawn_test_server
+
+# Jobs belong to the owner secret that started them: the tests that come back with a new client (after a
+# disconnect or a server restart) come back as the same owner, as the add-on does.
+OWNER = new_owner_secret()
 
 
 class Events:
@@ -143,11 +148,11 @@ def test_several_clients_at_once_each_get_their_own_results():
 
 def test_results_survive_a_client_disconnect_and_can_be_fetched_by_job_id():
     with running_server() as server:
-        first = Client(server.endpoint)
+        first = Client(server.endpoint, owner=OWNER)
         rid = first.submit("count", {"n": 30, "delay_s": 0.01})
         job = wait_for_first(first, rid).job
         first.close()   # gone mid-job
-        with Client(server.endpoint) as second:
+        with Client(server.endpoint, owner=OWNER) as second:
             res = second.call("job.result", {"job": job, "wait": True}, timeout=30)
             assert res.result["count"] == 30 and res.job == job
             np.testing.assert_array_equal(res.arrays["steps"], np.arange(30))
@@ -206,7 +211,7 @@ def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpo
     args = ("--state", str(state), "--root", str(root))
     server = spawn_test_server(*args)
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             rid = client.submit("count", {"n": 150, "delay_s": 0.02, "every": 10, "out": "run"})
             last_step, job = 0, None
             while last_step < 45:
@@ -225,7 +230,7 @@ def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpo
 
     server = spawn_test_server(*args)   # resumes the job by itself
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             res = client.call("job.result", {"job": job, "wait": True}, timeout=60)
             assert res.result["count"] == 150 and res.result["resumed"]
             assert res.result["resumed_from"] == checkpoint["step"]
@@ -239,7 +244,7 @@ def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpo
 def test_non_resumable_jobs_are_reported_interrupted_after_a_restart(tmp_path):
     server = spawn_test_server("--state", str(tmp_path))
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             rid = client.submit("light", {"n": 10_000, "delay_s": 0.01})
             job = wait_for_first(client, rid).job
             time.sleep(0.2)
@@ -248,7 +253,7 @@ def test_non_resumable_jobs_are_reported_interrupted_after_a_restart(tmp_path):
         server.close()
     server = spawn_test_server("--state", str(tmp_path))
     try:
-        with Client(server.endpoint) as client, pytest.raises(BackendError) as info:
+        with Client(server.endpoint, owner=OWNER) as client, pytest.raises(BackendError) as info:
             client.call("job.result", {"job": job})
         assert info.value.code == "interrupted" and "restart" in info.value.message
     finally:
@@ -274,7 +279,7 @@ def test_cancelled_resumable_job_resumes_on_request(tmp_path):
 def test_avatex_serve_stops_cleanly_on_signals(tmp_path, sig):
     server = spawn_avatex_serve("--bind", "tcp://127.0.0.1:*", "--state", str(tmp_path), "--device", "cpu")
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             hello = client.call("hello", {"client": "test"}, timeout=30).result
             assert hello["protocol"] == 1 and hello["devices"] == ["cpu"]
         assert server.terminate(sig) == 0
@@ -286,7 +291,7 @@ def test_avatex_serve_stops_cleanly_on_signals(tmp_path, sig):
 def test_shutdown_from_a_local_client_stops_the_server(tmp_path):
     server = spawn_avatex_serve("--bind", "tcp://127.0.0.1:*", "--state", str(tmp_path), "--device", "cpu")
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             assert client.call("shutdown", timeout=30).result["stopping"] is True
         assert server.proc.wait(30) == 0
     finally:
@@ -340,7 +345,7 @@ def test_clean_shutdown_interrupts_a_resumable_job_and_the_next_start_resumes_it
     args = ("--state", str(state), "--root", str(root))
     server = spawn_test_server(*args)
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             events = Events(client)
             rid = client.submit("count", {"n": 100, "delay_s": 0.02, "every": 5, "out": "run"})
             job = events.first(rid, "count").job
@@ -355,7 +360,7 @@ def test_clean_shutdown_interrupts_a_resumable_job_and_the_next_start_resumes_it
         server.close()
     server = spawn_test_server(*args)
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             res = client.call("job.result", {"job": job, "wait": True}, timeout=60)
             assert res.result["resumed"] and res.result["resumed_from"] > 0 and res.result["count"] == 100
     finally:
@@ -373,7 +378,7 @@ def test_a_handler_returning_unsendable_arrays_fails_its_job_not_the_server():
     server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), operations=ops)
     thread = server.start_thread()
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             with pytest.raises(BackendError) as info:
                 client.call("bad", timeout=30)
             assert info.value.code == "bad_array" and "cannot be sent" in info.value.message
@@ -386,14 +391,14 @@ def test_a_handler_returning_unsendable_arrays_fails_its_job_not_the_server():
 def test_after_a_restart_finished_results_without_their_arrays_say_so(tmp_path):
     server = spawn_test_server("--state", str(tmp_path))
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=OWNER) as client:
             job = client.call("light", {"n": 3, "delay_s": 0}, timeout=30).job
         server.kill9()
     finally:
         server.close()
     server = spawn_test_server("--state", str(tmp_path))
     try:
-        with Client(server.endpoint) as client, pytest.raises(BackendError) as info:
+        with Client(server.endpoint, owner=OWNER) as client, pytest.raises(BackendError) as info:
             client.call("job.result", {"job": job}, timeout=30)
         assert info.value.code == "result_lost" and "run it again" in info.value.message
     finally:

@@ -102,6 +102,34 @@ class ServerProcess:
             stream.close()
 
 
+def follow_training(client, rid: str, until_step: int, timeout_s: float = 300.0) -> tuple[str | None, int]:
+    """Follow a ``train.start`` request until its progress reaches ``until_step``: (job id, last step)."""
+    job, step, deadline = None, 0, time.monotonic() + timeout_s
+    while step < until_step:
+        assert time.monotonic() < deadline, "training made no progress"
+        for event in client.poll(0.05):
+            assert event.type != "error", event.message
+            if event.id == rid and event.job:
+                job = event.job
+            if event.id == rid and event.stage == "train":
+                step = int(event.info["step"])
+    return job, step
+
+
+def finish_after_restart(args: tuple[str, ...], owner: str, job: str) -> tuple[dict, dict]:
+    """Start ``avatex serve`` again and wait, as the job's owner, for the job it resumes by itself:
+    (the job's result, its status)."""
+    from avatex_core.client import Client
+
+    server = spawn_avatex_serve(*args)
+    try:
+        with Client(server.endpoint, owner=owner) as client:
+            result = client.call("job.result", {"job": job, "wait": True}, timeout=600).result
+            return result, client.call("job.status", {"job": job}).result
+    finally:
+        server.close()
+
+
 def spawn_test_server(*args: str) -> ServerProcess:
     return ServerProcess([sys.executable, "-m", "tests.test_server_support", *args])
 

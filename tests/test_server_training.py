@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from avatex_core.client import Client
+from avatex_core.protocol import new_owner_secret
 from backend.models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURES, ROOT
-from tests.test_server_support import spawn_avatex_serve
+from tests.test_server_support import finish_after_restart, follow_training, spawn_avatex_serve
 from tests.tiny_models import TINY
 
 STEPS, EVERY = 80, 10
@@ -38,19 +38,12 @@ def test_kill9_during_training_then_restart_resumes_from_the_last_checkpoint(tmp
               "checkpoint_every": EVERY, "val_every": 1000, "progress_bar": False, "seed": 0}
     args = ("--state", str(state), "--root", str(root))
 
+    owner = new_owner_secret()   # the restarted server's client comes back as the job's owner
     server = spawn_avatex_serve(*args)
     try:
-        with Client(server.endpoint) as client:
+        with Client(server.endpoint, owner=owner) as client:
             rid = client.submit("train.start", {"config": config})
-            last_step, job, deadline = 0, None, time.monotonic() + 300
-            while last_step < 3 * EVERY + 3:
-                assert time.monotonic() < deadline, "training made no progress"
-                for event in client.poll(0.05):
-                    assert event.type != "error", event.message
-                    if event.id == rid and event.job:
-                        job = event.job
-                    if event.id == rid and event.stage == "train":
-                        last_step = int(event.info["step"])
+            job, last_step = follow_training(client, rid, 3 * EVERY + 3)
             server.kill9()
     finally:
         server.close()
@@ -66,13 +59,7 @@ def test_kill9_during_training_then_restart_resumes_from_the_last_checkpoint(tmp
     saved = max(load_checkpoint(p)[1]["step"] for p in checkpoints)
     assert last_step - EVERY <= saved <= last_step + EVERY, (saved, last_step)
 
-    server = spawn_avatex_serve(*args)  # picks the interrupted job up by itself
-    try:
-        with Client(server.endpoint) as client:
-            result = client.call("job.result", {"job": job, "wait": True}, timeout=600).result
-            status = client.call("job.status", {"job": job}).result
-    finally:
-        server.close()
+    result, status = finish_after_restart(args, owner, job)   # the server resumes it by itself
     assert status["state"] == "done" and status["attempts"] == 2
     assert result["step"] == STEPS
     _, final_state = load_checkpoint(result["checkpoint"])

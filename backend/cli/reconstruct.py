@@ -22,6 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net-g", type=Path, default=None, help="official PIFu net_G file")
     parser.add_argument("--net-c", type=Path, default=None, help="official PIFu net_C file")
     parser.add_argument("--out", type=Path, required=True, help="output mesh, .ply or .obj")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--resolution", type=int, default=256, help="grid cells per axis (default 256)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available, else cpu")
@@ -41,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either --checkpoint or --net-g/--net-c, not both")
     if args.net_c is not None and args.net_g is None:
         raise InputError("--net-c needs --net-g")
-    image = _read_image(args.image)
-    mask = None if args.mask is None else _read_image(args.mask, mode="L")
+    from backend.images import read_image
+    from backend.server.paths import check_output, write_output
+
+    check_output(args.out, args.overwrite, "--out")   # before the work, not after it
+    image = read_image(args.image)
+    mask = None if args.mask is None else read_image(args.mask, "L")
 
     from tqdm import tqdm
 
@@ -74,29 +79,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    save_mesh(args.out, result.vertices, result.faces, result.colors)
+    write_output(args.out, lambda p: save_mesh(p, result.vertices, result.faces, result.colors),
+                 args.overwrite, "--out")
     s = result.stats
     print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces, "
           f"{s['points_evaluated']} points evaluated at resolution {s['resolution']}, "
           f"{s['seconds']['total']:.1f} s on {s['device']}")
     return 0
-
-
-def _read_image(path: Path, mode: str | None = None):
-    """uint8 array of an image file: RGB/RGBA as stored, or converted to ``mode`` (``L`` for masks)."""
-    import numpy as np
-    from PIL import Image
-
-    from backend.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            if mode is not None:
-                im = im.convert(mode)
-            elif im.mode not in ("RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
-            return np.asarray(im).copy()
-    except OSError as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from exc

@@ -46,7 +46,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true",
                         help="do not resume interrupted training jobs at start-up")
     parser.add_argument("--max-message-mb", type=int, default=1024, metavar="MB",
-                        help="largest message accepted (default %(default)s MiB)")
+                        help="largest frame accepted (default %(default)s MiB; libzmq applies it per "
+                             "frame, see docs/protocol.md)")
+    parser.add_argument("--max-queued-mb", type=int, default=1024, metavar="MB",
+                        help="input arrays waiting and running jobs may hold before new jobs get "
+                             "'busy' (default %(default)s MiB)")
+    parser.add_argument("--reply-budget-mb", type=int, default=256, metavar="MB",
+                        help="unsent reply bytes per client before its replies are dropped "
+                             "(default %(default)s MiB; all clients together: 4×)")
     parser.add_argument("--retain-jobs", type=int, default=64, metavar="N",
                         help="finished jobs whose results are kept for later fetch (default %(default)s)")
     parser.add_argument("--grace", type=float, default=10.0, metavar="S",
@@ -77,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="avatex serve: %(levelname)s %(message)s")
     for name, value in (("--workers", args.workers), ("--device-jobs", args.device_jobs),
-                        ("--max-queue", args.max_queue), ("--max-message-mb", args.max_message_mb)):
+                        ("--max-queue", args.max_queue), ("--max-message-mb", args.max_message_mb),
+                        ("--max-queued-mb", args.max_queued_mb), ("--reply-budget-mb", args.reply_budget_mb)):
         if value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     config = ServerConfig(
@@ -85,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         device_jobs=args.device_jobs, workers=args.workers, max_queue=args.max_queue,
         state_dir=args.state or default_state_dir(), resume_jobs=not args.no_resume,
         limits=Limits(max_message_bytes=args.max_message_mb << 20), retain_jobs=args.retain_jobs,
-        shutdown_grace_s=args.grace)
+        shutdown_grace_s=args.grace, max_queued_bytes=args.max_queued_mb << 20,
+        reply_budget_bytes=args.reply_budget_mb << 20,
+        reply_budget_total_bytes=(4 * args.reply_budget_mb) << 20)
     server = Server(config)
     endpoint = server.start()
     print(f"avatex serve: listening on {endpoint} (devices {', '.join(config.devices)}; "

@@ -81,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from backend.train import run_training
 
     config = build_config(args)
+    for key in ("out", "cache_dir"):   # a file (or FIFO) there would only fail when the run writes to it
+        value = config.get(key)
+        if isinstance(value, str) and os.path.exists(value) and not os.path.isdir(value):
+            from backend.errors import InputError
+
+            raise InputError(f"{key} {value!r} exists and is not a folder")
     stop = {"requested": False}
 
     def on_sigint(signum, frame):  # first Ctrl-C: checkpoint and stop; second: the default

@@ -11,11 +11,18 @@
 or item by item: ``len(ds)``, ``ds[i]`` -> dict (subject, view, level, image, mask, calib, light, seed,
 albedo). Only complete views are visible: a view exists once its record (``view.json``) does, and the
 renderer writes that last. numpy + PIL + json only (no bpy, no torch).
+
+Every path read because a file names it (a subject's ``dir`` in the manifest, the GT mesh file in
+``subject.json``, image files in ``view.json``) is confined to the dataset folder, like a path a
+client names to the server: it must be relative, without ``..``, and resolve (symlinks followed)
+inside the folder. A file that breaks this is refused with a message naming the field, before
+anything outside is looked at, so the error reveals nothing about files outside.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -55,15 +62,30 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
+    from backend.images import read_image
 
+    if not path.is_file():
+        raise DatasetError(f"image missing: {path}")
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGBA"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DatasetError(f"image missing: {path}") from None
-    except OSError as exc:
+        return read_image(path, "RGBA")
+    except InputError as exc:
         raise DatasetError(f"image unreadable: {path}: {exc}") from None
+
+
+def confined(base: Path, name: Any, field: str) -> Path:
+    """``base / name`` if ``name`` (read from a file) is a relative path that stays inside ``base``;
+    :class:`DatasetError` naming ``field`` otherwise. Decided before anything outside is touched."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise DatasetError(f"{field} must be a non-empty relative path, got {name!r:.80}")
+    parts = Path(name).parts
+    if os.path.isabs(name) or Path(name).anchor or ".." in parts:
+        raise DatasetError(f"{field} {name!r:.80} must be a relative path inside the dataset folder "
+                           "(no absolute path, no '..')")
+    real_base = os.path.realpath(base)
+    real = os.path.realpath(base / name)
+    if os.path.commonpath([real_base, real]) != real_base:
+        raise DatasetError(f"{field} {name!r:.80} leads out of the dataset folder through a symlink")
+    return base / name
 
 
 class Dataset:
@@ -100,9 +122,16 @@ class Dataset:
     @cached_property
     def _subjects(self) -> dict[str, dict[str, Any]]:
         failed = self.manifest.get("failed") or {}
+        subjects = self.manifest.get("subjects", {})
+        if not isinstance(subjects, dict) or not isinstance(failed, dict):
+            raise DatasetError(f"{self.root / MANIFEST}: 'subjects' and 'failed' must be objects")
         out = {}
-        for sid, entry in sorted(self.manifest.get("subjects", {}).items()):
-            if sid not in failed and (self.root / entry["dir"] / SUBJECT_JSON).is_file():
+        for sid, entry in sorted(subjects.items()):
+            field = f"{MANIFEST}: subjects[{sid!r}].dir"
+            if not isinstance(entry, dict):
+                raise DatasetError(f"{MANIFEST}: subjects[{sid!r}] must be an object")
+            folder = confined(self.root, entry.get("dir"), field)
+            if sid not in failed and (folder / SUBJECT_JSON).is_file():
                 out[sid] = entry
         return out
 
@@ -130,7 +159,7 @@ class Dataset:
         return entry
 
     def subject_dir(self, sid: str) -> Path:
-        return self.root / self._entry(sid)["dir"]
+        return confined(self.root, self._entry(sid)["dir"], f"{MANIFEST}: subjects[{sid!r}].dir")
 
     def subject_info(self, sid: str) -> dict[str, Any]:
         """``subject.json``: source file, normalisation, GT mesh files and counts."""
@@ -141,7 +170,9 @@ class Dataset:
         return Normalization.from_dict(self.subject_info(sid)["normalization"])
 
     def gt_mesh_path(self, sid: str) -> Path:
-        return self.subject_dir(sid) / self.subject_info(sid)["mesh"]["file"]
+        mesh = self.subject_info(sid).get("mesh")
+        name = mesh.get("file") if isinstance(mesh, dict) else None
+        return confined(self.subject_dir(sid), name, f"{sid}/subject.json: mesh.file")
 
     def gt_mesh(self, sid: str):
         """The subject's normalised GT mesh with its colours (``backend.meshio.ColoredMesh``)."""
@@ -213,18 +244,27 @@ class Dataset:
     # -- per-item data ---------------------------------------------------------------------------
 
     def _level_entry(self, sid: str, view: int | str, level: str) -> dict[str, Any]:
-        images = self.record(sid, view)["images"]
+        images = self.record(sid, view).get("images")
+        if not isinstance(images, dict) or not isinstance(images.get(level, {}), dict):
+            raise DatasetError(f"{sid} view {view}: view.json 'images' must map levels to objects")
         if level not in images:
             raise DatasetError(f"level {level!r} is not in this dataset ({self.levels})")
         return images[level]
 
     def image(self, sid: str, view: int | str, level: str) -> np.ndarray:
         """The lit render, (H, W, 4) uint8 RGBA; alpha is the subject's mask."""
-        return _read_png(self.view_dir(sid, view) / self._level_entry(sid, view, level)["file"])
+        return self._view_file(sid, view, self._level_entry(sid, view, level).get("file"),
+                               f"images[{level!r}].file")
 
     def albedo(self, sid: str, view: int | str) -> np.ndarray:
         """The unlit colours, (H, W, 4) uint8 RGBA."""
-        return _read_png(self.view_dir(sid, view) / self.record(sid, view)["albedo"]["file"])
+        albedo = self.record(sid, view).get("albedo")
+        return self._view_file(sid, view, albedo.get("file") if isinstance(albedo, dict) else None,
+                               "albedo.file")
+
+    def _view_file(self, sid: str, view: int | str, name: Any, field: str) -> np.ndarray:
+        folder = self.view_dir(sid, view)
+        return _read_png(confined(folder, name, f"{sid}/views/{folder.name}/view.json: {field}"))
 
     def mask(self, sid: str, view: int | str) -> np.ndarray:
         """(H, W) float32 in [0, 1]: the render's alpha (antialiased coverage)."""

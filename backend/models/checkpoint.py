@@ -18,6 +18,12 @@ avatex checkpoints are one ``torch.save`` file of plain containers (docs/models.
 ``train_state`` is whatever exact resume needs (step, optimizer state, RNG states...), restricted to
 tensors and plain containers so it stays loadable with ``weights_only=True``; :func:`save_checkpoint`
 rejects anything else up front, naming where it sits.
+
+A checkpoint is a file anyone may hand over, so reading one trusts nothing in it: the version must be
+an integer, the config passes the server's one schema (``backend.server.schema.MODEL_CONFIG``: every
+field typed and bounded), the nets it describes are sized on PyTorch's ``meta`` device (no memory)
+and refused above :data:`MAX_MODEL_BYTES`, and every state dict must map strings to tensors. Each
+failure is one :class:`InputError` line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ VERSION = 1
 OFFICIAL_NAMES = ("net_G", "net_C")
 GROUP_NORM_KEY = "image_filter.model.2.weight"
 _LIST_LIMIT = 8
+MAX_MODEL_BYTES = 2 << 30   # float32 weights of both nets; the official pair holds about 95 MiB
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -72,13 +79,45 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if obj.get("format") == FORMAT:
         raise InputError(f"{path} is an avatex checkpoint, not an official net_G/net_C file: "
                          "load it with --checkpoint / load_checkpoint")
-    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise InputError(f"{path}: not a state_dict, entries that are not tensors: {_names(bad)}")
-    state = dict(obj)
+    state = _state_dict(obj, str(path))
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def _state_dict(obj: Any, what: str) -> dict[str, torch.Tensor]:
+    """``obj`` as a state dict, or :class:`InputError` naming the entries that are not str → tensor."""
+    if not isinstance(obj, Mapping):
+        raise InputError(f"{what}: expected a state_dict (a mapping of names to tensors), "
+                         f"got {type(obj).__name__}")
+    bad = [repr(k) if not isinstance(k, str) else k for k, v in obj.items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise InputError(f"{what}: not a state_dict, entries that are not name → tensor: {_names(bad)}")
+    return dict(obj)
+
+
+def check_model_size(config: ModelConfig, what: str = "the model") -> int:
+    """The weight bytes of the nets ``config`` describes, counted on the ``meta`` device (nothing is
+    allocated); :class:`InputError` above :data:`MAX_MODEL_BYTES`."""
+    with torch.device("meta"):
+        model = PIFu(config, with_color=True, init=False)
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    if size > MAX_MODEL_BYTES:
+        raise InputError(f"{what} would hold {size / 2**30:.1f} GiB of weights, over the limit of "
+                         f"{MAX_MODEL_BYTES / 2**30:.0f} GiB: its config is not a usable PIFu")
+    return size
+
+
+def _model_config(obj: Mapping, path: str | Path) -> ModelConfig:
+    """The checkpoint's architecture, typed, bounded and sized before any net is built."""
+    from backend.server.schema import MODEL_CONFIG, validate_fields
+
+    fields = validate_fields(f"{Path(path).name}: config", MODEL_CONFIG, obj["config"])
+    fields = {k: v for k, v in fields.items() if v is not None}
+    config = ModelConfig.from_dict(fields)
+    check_model_size(config, f"{Path(path).name}: the model")
+    return config
 
 
 def detect_color_norm(state: Mapping[str, torch.Tensor]) -> str:
@@ -253,19 +292,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None) 
             raise InputError(f"{path} is an official PIFu state_dict, not an avatex checkpoint: "
                              "pass it as --net-g/--net-c (load_official)")
         raise InputError(f"{path} is not an avatex checkpoint (no '{FORMAT}' format tag)")
-    if int(obj.get("version", 0)) > VERSION:
-        raise InputError(f"{path} was written by a newer avatex (checkpoint version {obj['version']})")
+    version = obj.get("version", 0)
+    if type(version) is not int:
+        raise InputError(f"{path}: checkpoint version must be an integer, got {version!r:.40}")
+    if version > VERSION:
+        raise InputError(f"{path} was written by a newer avatex (checkpoint version {version})")
     for key in ("config", "net_g"):
         if key not in obj:
             raise InputError(f"{path}: avatex checkpoint lacks '{key}'")
-    config = ModelConfig.from_dict(dict(obj["config"]))
-    state_c = obj.get("net_c")
+    config = _model_config(obj, path)
+    state_g = _state_dict(obj["net_g"], f"{path} net_g")
+    state_c = None if obj.get("net_c") is None else _state_dict(obj["net_c"], f"{path} net_c")
+    train_state = obj.get("train_state") or {}
+    if not isinstance(train_state, Mapping):
+        raise InputError(f"{path}: train_state must be a mapping, got {type(train_state).__name__}")
     model = PIFu(config, with_color=state_c is not None, init=False)
-    load_strict(model.net_g, obj["net_g"], f"{path} net_g")
+    load_strict(model.net_g, state_g, f"{path} net_g")
     if state_c is not None:
         load_strict(model.net_c, state_c, f"{path} net_c")
     model.eval()
-    return model.to(resolve_device(device)), dict(obj.get("train_state") or {})
+    return model.to(resolve_device(device)), dict(train_state)
 
 
 def load_models(checkpoint: str | Path | None = None, net_g: str | Path | None = None,

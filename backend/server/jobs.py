@@ -92,6 +92,12 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
     last_saved: float = 0.0
+    owner: str | None = None
+    """Who may see and steer the job: ``key:<public key>`` or ``secret:<sha256 of the owner secret>``."""
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
 
     @property
     def result_bytes(self) -> int:
@@ -112,7 +118,7 @@ class Job:
                 "created": self.created, "started": self.started, "finished": self.finished,
                 "attempts": self.attempts, "stage": self.stage, "fraction": self.fraction,
                 "info": self.info, "result": self.result, "error": self.error,
-                "result_arrays": sorted(self.result_arrays)}
+                "result_arrays": sorted(self.result_arrays), "owner": self.owner}
 
 
 class JobStore:
@@ -165,8 +171,11 @@ class Context:
     """What a handler gets besides its arguments: progress, cancellation, device and paths.
 
     Inline operations (answered on the socket loop) get one without a job, plus ``server`` and
-    ``request`` for the administrative operations.
+    ``request`` for the administrative operations, and ``owner``: the requester's identity, which
+    every job operation checks (:meth:`JobManager.owned`).
     """
+
+    owner: str | None = None
 
     def __init__(self, *, device: str, resolve_path: Callable[..., Path], job: Job | None = None,
                  manager: JobManager | None = None, server: Any = None,
@@ -246,7 +255,7 @@ class JobManager:
     def __init__(self, *, devices: list[str], resolve_path: Callable[..., Path],
                  notify: Callable[[Job, str], None], workers: int = 2, device_jobs: int = 1,
                  max_queue: int = 16, store: JobStore | None = None, retain_jobs: int = 64,
-                 retain_s: float = 3600.0, retain_bytes: int = 2 << 30):
+                 retain_s: float = 3600.0, retain_bytes: int = 2 << 30, max_input_bytes: int = 1 << 30):
         if not devices:
             raise InputError("at least one device is needed")
         self.devices = list(devices)
@@ -254,6 +263,7 @@ class JobManager:
         self.notify = notify
         self.store = store
         self.max_queue = max_queue
+        self.max_input_bytes = max_input_bytes
         self.retain_jobs, self.retain_s, self.retain_bytes = retain_jobs, retain_s, retain_bytes
         self._free = {d: device_jobs for d in self.devices}
         self._jobs: dict[str, Job] = {}
@@ -307,7 +317,8 @@ class JobManager:
                       state=state, created=rec.get("created", time.time()), started=rec.get("started"),
                       finished=rec.get("finished"), attempts=int(rec.get("attempts", 0)),
                       stage=rec.get("stage", ""), fraction=rec.get("fraction"),
-                      info=rec.get("info") or {}, result=rec.get("result"), error=rec.get("error"))
+                      info=rec.get("info") or {}, result=rec.get("result"), error=rec.get("error"),
+                      owner=rec.get("owner") if isinstance(rec.get("owner"), str) else None)
             if state == DONE and rec.get("result_arrays"):
                 job.state, job.result = FAILED, None   # its arrays lived in the old process only
                 job.error = {"code": "result_lost", "message": "the job finished, but its result arrays "
@@ -333,15 +344,24 @@ class JobManager:
     # -- requests --------------------------------------------------------------------------------
 
     def submit(self, op: str, args: dict, arrays: dict, handler: Handler, *, subscriber: Subscriber | None,
-               uses_device: bool, resumable: bool, timeout_s: float | None = None) -> Job:
+               uses_device: bool, resumable: bool, timeout_s: float | None = None,
+               owner: str | None = None) -> Job:
         with self._cv:
             if self._stopping:
                 raise ShuttingDownError("the server is shutting down")
             if len(self._pending) >= self.max_queue:
                 raise BusyError(f"the server is busy: {len(self._pending)} jobs are waiting (the queue "
                                 f"holds at most {self.max_queue}); try again later")
+            # Input arrays live until their job ends: bound their bytes, not only the job count. One job
+            # alone may exceed the budget (it already passed the message size limit).
+            held = sum(j.input_bytes for j in self._jobs.values() if j.state in (QUEUED, RUNNING))
+            size = sum(a.nbytes for a in arrays.values())
+            if held and held + size > self.max_input_bytes:
+                raise BusyError(f"the server is busy: the inputs of its waiting and running jobs hold "
+                                f"{held >> 20} MiB, and {size >> 20} MiB more would pass the limit of "
+                                f"{self.max_input_bytes >> 20} MiB (--max-queued-mb); try again later")
             job = Job(id="j" + secrets.token_hex(12), op=op, args=args, arrays=arrays, handler=handler,
-                      uses_device=uses_device, resumable=resumable, timeout_s=timeout_s)
+                      uses_device=uses_device, resumable=resumable, timeout_s=timeout_s, owner=owner)
             if subscriber is not None:
                 job.subscribers.add(subscriber)
             self._jobs[job.id] = job
@@ -376,13 +396,28 @@ class JobManager:
     def get(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
         if job is None:
-            raise JobNotFound(f"no job {job_id!r} on this server (finished jobs are kept for "
-                              f"{self.retain_s:.0f} s, at most {self.retain_jobs})")
+            raise self._not_found(job_id)
         return job
+
+    def _not_found(self, job_id: str) -> JobNotFound:
+        return JobNotFound(f"no job {job_id!r} on this server (finished jobs are kept for "
+                           f"{self.retain_s:.0f} s, at most {self.retain_jobs})")
 
     def jobs(self) -> list[Job]:
         with self._cv:
             return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def owned(self, job_id: str, owner: str | None) -> Job:
+        """The job if ``owner`` may see it; another's job is reported exactly like a missing one, so
+        job ids cannot even be probed. Records written before jobs had owners belong to everyone."""
+        job = self.get(job_id)
+        if job.owner is not None and job.owner != owner:
+            raise self._not_found(job_id)
+        return job
+
+    def jobs_of(self, owner: str | None) -> list[Job]:
+        """The jobs ``owner`` may see, oldest first."""
+        return [j for j in self.jobs() if j.owner is None or j.owner == owner]
 
     def cancel(self, job_id: str, reason: str = "cancelled by a client") -> Job:
         with self._cv:

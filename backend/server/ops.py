@@ -28,8 +28,10 @@ from typing import Any
 import numpy as np
 
 from backend.errors import AvatexError, CancelledError, InputError, NotAvailableError
+from backend.images import MAX_PIXELS, read_image
 from backend.server.jobs import DONE, FAILED, FINISHED, INTERRUPTED, Context, Job, JobFailed
-from backend.server.schema import Arg, ArraySpec
+from backend.server.paths import PathError, check_output, write_output
+from backend.server.schema import TRAIN_CONFIG, Arg, ArraySpec, validate_fields
 
 log = logging.getLogger("avatex.server")
 
@@ -43,6 +45,9 @@ MESH_OUT_SUFFIXES = (".ply", ".obj")
 # Keys of a training config that name paths (resolved under the roots); everything else passes through.
 # Every TrainConfig field that names a file or folder must be listed here.
 TRAIN_PATH_KEYS = ("data", "out", "config", "init_g", "init_c", "init", "resume", "cache_dir")
+# checkpoints.list runs on the socket loop: it stops after this long or this many directory entries.
+LIST_BUDGET_S = 0.1
+LIST_BUDGET_ENTRIES = 20_000
 _TIMEOUT = Arg("float", minimum=1.0, maximum=30 * 86400.0,
                doc="stop the job (error 'timeout') after this many seconds")
 
@@ -118,18 +123,18 @@ def op_echo(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
 
 
 def op_job_status(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    job = ctx.server.jobs.get(args["job"])
+    job = ctx.server.jobs.owned(args["job"], ctx.owner)
     ctx.reply_job = job.id
     return job.status(), {}
 
 
 def op_job_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    jobs = [j for j in ctx.server.jobs.jobs() if args["op"] is None or j.op == args["op"]]
+    jobs = [j for j in ctx.server.jobs.jobs_of(ctx.owner) if args["op"] is None or j.op == args["op"]]
     return {"jobs": [j.status() for j in jobs]}, {}
 
 
 def op_job_result(args: dict, arrays: dict, ctx: Context) -> Any:
-    job = ctx.server.jobs.get(args["job"])
+    job = ctx.server.jobs.owned(args["job"], ctx.owner)
     ctx.reply_job = job.id
     if job.state == DONE:
         job.subscribers.discard(ctx.request)
@@ -153,22 +158,22 @@ def op_cancel(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
                          "your own requests)")
     job_id = args["job"]
     if job_id is None:
-        job_id = ctx.server.job_of_request(ctx.request[0], args["request"])
-    job = ctx.server.jobs.cancel(job_id)
+        job_id = ctx.server.job_of_request(ctx.request[0], args["request"], ctx.owner)
+    job = ctx.server.jobs.cancel(ctx.server.jobs.owned(job_id, ctx.owner).id)
     ctx.reply_job = job.id
     return {"job": job.id, "state": job.state}, {}
 
 
 def op_train_status(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     if args["job"] is not None:
-        job = ctx.server.jobs.get(args["job"])
+        job = ctx.server.jobs.owned(args["job"], ctx.owner)
         ctx.reply_job = job.id
         return job.status(), {}
-    return {"jobs": [j.status() for j in ctx.server.jobs.jobs() if j.op == "train.start"]}, {}
+    return {"jobs": [j.status() for j in ctx.server.jobs.jobs_of(ctx.owner) if j.op == "train.start"]}, {}
 
 
 def op_train_cancel(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    job = ctx.server.jobs.get(args["job"])
+    job = ctx.server.jobs.owned(args["job"], ctx.owner)
     if job.op != "train.start":
         raise InputError(f"job {job.id} is a {job.op} job, not training; use 'cancel'")
     job = ctx.server.jobs.cancel(job.id)
@@ -177,15 +182,26 @@ def op_train_cancel(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]
 
 
 def op_checkpoints_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
+    """Walk the roots for checkpoints, within a time and an entry budget: this runs on the socket loop,
+    and a root with a hundred thousand files must not stall every other client (``truncated`` says
+    the walk stopped early; name a ``dir`` to look deeper)."""
     policy = ctx.server.paths
     bases = [ctx.resolve_path(args["dir"], kind="dir")] if args["dir"] else list(policy.roots)
     found: list[dict[str, Any]] = []
     limit = args["limit"]
+    deadline, visited, stopped = time.monotonic() + LIST_BUDGET_S, 0, False
+
+    def spent() -> bool:
+        return len(found) > limit or visited > LIST_BUDGET_ENTRIES or time.monotonic() > deadline
+
     for base in bases:
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
             depth = len(Path(dirpath).relative_to(base).parts)
             dirnames[:] = [] if depth >= 8 else sorted(d for d in dirnames if not d.startswith("."))
+            visited += len(filenames) + len(dirnames)
             for name in sorted(filenames):
+                if stopped := spent():
+                    break
                 suffix = os.path.splitext(name)[1].lower()
                 if suffix not in CHECKPOINT_SUFFIXES and name not in OFFICIAL_NAMES:
                     continue
@@ -196,11 +212,11 @@ def op_checkpoints_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, d
                 found.append({"path": str(path), "relative": policy.relative(path), "size": stat.st_size,
                               "modified": stat.st_mtime,
                               "kind": "official" if name in OFFICIAL_NAMES else suffix.lstrip(".")})
-                if len(found) > limit:
-                    break
-            if len(found) > limit:
+            if stopped or (stopped := spent()):
                 break
-    truncated = len(found) > limit
+        if stopped:
+            break
+    truncated = stopped
     found = sorted(found[:limit], key=lambda c: -c["modified"])
     return {"checkpoints": found, "truncated": truncated}, {}
 
@@ -254,13 +270,22 @@ def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
         raise InputError("reconstruct: give either 'checkpoint' or 'net_g'/'net_c', not both")
     if args["net_c"] is not None and args["net_g"] is None:
         raise InputError("reconstruct: 'net_c' needs 'net_g' too")
+    if args["checkpoint"] is None and args["net_g"] is None:
+        raise InputError("reconstruct: no model given: pass 'checkpoint' (an avatex checkpoint) or "
+                         "'net_g' (+ 'net_c', the official PIFu files)")
     for key in ("image", "mask", "checkpoint", "net_g", "net_c"):
         if args[key] is not None:
             ctx.resolve_path(args[key], kind="file")
     if args["out"] is not None:
         if os.path.splitext(args["out"])[1].lower() not in MESH_OUT_SUFFIXES:
             raise InputError(f"reconstruct: 'out' must end in {' or '.join(MESH_OUT_SUFFIXES)}")
-        ctx.resolve_path(args["out"], must_exist=False)
+        check_output(ctx.resolve_path(args["out"], must_exist=False), args["overwrite"])
+    for name in ("image", "mask"):
+        if name in arrays:
+            height, width = arrays[name].shape[:2]
+            if height < 1 or width < 1 or height * width > MAX_PIXELS:
+                raise InputError(f"reconstruct: the {name} array is {height} × {width} pixels; it must "
+                                 f"have between 1 and {MAX_PIXELS:,} pixels")
     if "image" in arrays and "mask" in arrays and arrays["mask"].shape[:2] != arrays["image"].shape[:2]:
         raise InputError(f"reconstruct: mask {list(arrays['mask'].shape)} and image "
                          f"{list(arrays['image'].shape)} differ in size")
@@ -272,16 +297,14 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     from backend.recon import reconstruct
 
     ctx.progress("loading", 0.0)
+    # Handlers may write to their inputs; received frames are read-only, hence the copy.
     image = arrays.get("image")
-    if image is not None:
-        image = np.array(image)   # handlers may write; received frames are read-only
-    else:
-        image = _read_image(ctx.resolve_path(args["image"], kind="file"))
+    image = read_image(ctx.resolve_path(args["image"], kind="file")) if image is None else np.array(image)
     mask = arrays.get("mask")
     if mask is not None:
         mask = np.array(mask)
     elif args["mask"] is not None:
-        mask = _read_image(ctx.resolve_path(args["mask"], kind="file"), gray=True)
+        mask = read_image(ctx.resolve_path(args["mask"], kind="file"), "mask")
     paths = {k: ctx.resolve_path(args[k], kind="file") if args[k] else None
              for k in ("checkpoint", "net_g", "net_c")}
     key = (tuple(_file_key(p) for p in paths.values()), str(ctx.device))
@@ -298,23 +321,9 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
         from backend.meshio import save_mesh
 
         out = ctx.resolve_path(args["out"], must_exist=False)
-        save_mesh(out, vertices, faces, colors)
+        write_output(out, lambda p: save_mesh(p, vertices, faces, colors), args["overwrite"])
         result["saved"] = str(out)
     return result, {"vertices": vertices, "faces": faces, "colors": colors}
-
-
-def _read_image(path: Path, gray: bool = False) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            if gray:
-                img = img.getchannel("A") if img.mode in ("RGBA", "LA") else img.convert("L")
-            elif img.mode not in ("RGB", "RGBA"):
-                img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
-            return np.asarray(img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read image {path.name}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,16 +397,18 @@ def _training_entry() -> Callable[..., dict]:
     return run
 
 
-def _resolve_train_paths(config: dict, ctx: Context) -> dict:
-    """``config`` with every path field resolved under the roots (``out`` may not exist yet)."""
-    config = dict(config)
+def _resolve_train_paths(config: dict, ctx: Context, what: str = "train.start: config") -> dict:
+    """``config`` typed and bounded (:data:`TRAIN_CONFIG`), with every path field resolved under the
+    roots (``out`` and ``cache_dir`` may not exist yet, but if they do they must be folders)."""
+    config = validate_fields(what, TRAIN_CONFIG, config)
     for key in TRAIN_PATH_KEYS:
         value = config.get(key)
         if value is None or (key == "resume" and isinstance(value, bool)):
             continue
-        if not isinstance(value, str):
-            raise InputError(f"train.start: config[{key!r}] must be a path string, got {value!r}")
-        config[key] = str(ctx.resolve_path(value, must_exist=key not in ("out", "cache_dir")))
+        path = ctx.resolve_path(value, must_exist=key not in ("out", "cache_dir"))
+        if key in ("out", "cache_dir", "data") and path.exists() and not path.is_dir():
+            raise PathError(f"{what}: {key!r} {value!r} must be a folder, and it is not")
+        config[key] = str(path)
     return config
 
 
@@ -405,7 +416,7 @@ def prepare_train(args: dict, arrays: dict, ctx: Context) -> dict | Job:
     if args["resume"] is not None:
         if args["config"]:
             raise InputError("train.start: give either 'config' (a new run) or 'resume' (a job id)")
-        job = ctx.server.jobs.get(args["resume"])
+        job = ctx.server.jobs.owned(args["resume"], ctx.owner)
         if job.op != "train.start":
             raise InputError(f"train.start: job {job.id} is a {job.op} job, not training")
         return ctx.server.jobs.resubmit(job, ctx.request)
@@ -430,16 +441,46 @@ def op_train(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     """
     run_training = _training_entry()
     config = dict(args["config"])
+    what = "train.start: config"
     if config.get("config"):
         from backend.train.config import toml_fields
 
-        config = {**toml_fields(ctx.resolve_path(config.pop("config"), kind="file")), **config}
-    config = _resolve_train_paths(config, ctx)   # again: roots may differ after a restart
+        toml = ctx.resolve_path(config.pop("config"), kind="file")
+        what = f"train.start: config file {toml.name}"
+        config = {**validate_fields(what, TRAIN_CONFIG, toml_fields(toml)), **config}
+    config = _resolve_train_paths(config, ctx, what)   # again: roots may differ after a restart
+    _check_model_size(config)
     config["device"] = ctx.device
-    if ctx.resume:
+    if ctx.resume and _has_checkpoint(config["out"]):
         config["resume"] = config["out"]
+    elif ctx.resume:   # killed before its first checkpoint: nothing to resume, so start again at step 0
+        log.info("job %s has no checkpoint yet; starting it again from step 0", ctx.job_id)
     result = run_training(config, progress=ctx.job_progress)
     return dict(result or {}), {}
+
+
+def _has_checkpoint(out: str) -> bool:
+    from backend.train.loop import latest_checkpoint
+
+    return latest_checkpoint(Path(out)) is not None
+
+
+def _check_model_size(config: dict) -> None:
+    """Refuse a run whose model would be too large, before the trainer allocates it."""
+    from backend.models import ModelConfig
+    from backend.models.checkpoint import check_model_size
+
+    overrides = config.get("model_overrides") or {}
+    preset = config.get("model") or ("official" if config.get("init_g") else "small")
+    if preset not in ("small", "official"):
+        return   # TrainConfig names the allowed presets
+    build = ModelConfig.official if preset == "official" else ModelConfig.small
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    try:
+        model_config = build(**overrides)
+    except TypeError as exc:
+        raise InputError(f"train.start: model_overrides: {exc}") from None
+    check_model_size(model_config, "train.start: the model")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -465,6 +506,7 @@ _OPERATIONS = (
                     "net_c": Arg("str", doc="official net_C path"),
                     "resolution": Arg("int", default=256, minimum=16, maximum=1024),
                     "out": Arg("str", doc="also save the mesh here (.ply/.obj, under a root)"),
+                    "overwrite": Arg("bool", default=False, doc="replace an existing 'out' file"),
                     "timeout_s": _TIMEOUT},
               arrays={"image": _IMAGE, "mask": _MASK},
               result="vertices, faces, stats, saved; arrays vertices f32 (N,3), faces i32 (F,3), "
@@ -487,8 +529,8 @@ _OPERATIONS = (
                      "(N,), pipatd f32 (N,), nearest i64 (N,)",
               job=True, device=True, prepare=prepare_evaluate, requires=("backend.metrics",)),
     Operation("train.start", op_train, "Start (or resume) a training run; streams progress.",
-              args={"config": Arg("dict", doc="training config: data, out, loss, steps, … (paths under "
-                                              "the roots)"),
+              args={"config": Arg("dict", fields=TRAIN_CONFIG,
+                                  doc="training config: data, out, loss, steps, … (paths under the roots)"),
                     "resume": Arg("str", max_len=64, doc="job id of an interrupted/cancelled run"),
                     "timeout_s": _TIMEOUT},
               result="what run_training returns", job=True, device=True, resumable=True,

@@ -15,11 +15,14 @@ server's files by naming them. The rules, each with its own error message:
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from backend.errors import InputError
 
 MAX_PATH_CHARS = 4096
+MAX_NAME_BYTES = 255   # one path component (NAME_MAX on Linux, macOS and Windows)
 
 
 class PathError(InputError):
@@ -50,6 +53,16 @@ class PathPolicy:
         if "\x00" in name or len(name) > MAX_PATH_CHARS:
             raise PathError(f"path {name[:80]!r}... is not a valid path (NUL byte or over "
                             f"{MAX_PATH_CHARS} characters)")
+        long = next((p for p in Path(name).parts if len(os.fsencode(p)) > MAX_NAME_BYTES), None)
+        if long is not None:
+            raise PathError(f"path {name[:80]!r}: the name {long[:40]!r}... is over {MAX_NAME_BYTES} bytes, "
+                            "longer than a file system allows")
+        try:
+            return self._resolve(name, must_exist, kind)
+        except OSError as exc:   # e.g. a component that is not a folder, or no permission to look
+            raise PathError(f"path {name[:80]!r} cannot be used: {exc.strerror}") from None
+
+    def _resolve(self, name: str, must_exist: bool, kind: str | None) -> Path:
         if not self.roots:
             raise PathError(f"path {name!r} refused: this server was started without --root, so it "
                             "accepts no paths (send the data as arrays, or restart it with --root DIR)")
@@ -93,3 +106,42 @@ class PathPolicy:
 
     def _roots_text(self) -> str:
         return ", ".join(str(r) for r in self.roots)
+
+
+def check_output(path: Path, overwrite: bool, what: str = "out") -> None:
+    """Refuse to write ``path`` before any work starts: an existing file (unless ``overwrite``), a
+    folder or other non-file in its place, or a parent that cannot become a folder we may write."""
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise PathError(f"{what} {str(path)!r} exists and is not a regular file")
+    if path.exists() and not overwrite:
+        raise PathError(f"{what} {str(path)!r} already exists; choose another name or ask to overwrite it "
+                        "(overwrite: true, or --overwrite)")
+    folder = path.parent   # missing folders are made by the write; the nearest existing one decides
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise PathError(f"{what} {str(path)!r}: {str(folder)!r} is not a folder")
+    if not os.access(folder, os.W_OK):
+        raise PathError(f"{what} {str(path)!r}: the folder {str(folder)!r} is not writable")
+
+
+def write_output(path: Path, write: Callable[[Path], None], overwrite: bool, what: str = "out") -> None:
+    """``write(p)`` a complete file, then put it at ``path`` atomically. Without ``overwrite`` the final
+    step is a hard link, which fails rather than replace a file that appeared meanwhile."""
+    check_output(path, overwrite, what)
+    if overwrite:
+        write(path)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".avatex-new-") as folder:
+        tmp = Path(folder) / ("new" + path.suffix)
+        write(tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise PathError(f"{what} {str(path)!r} appeared while it was being written; it was kept "
+                            "and nothing was written") from None
+        except OSError:   # a file system without hard links: a last check is the best there is
+            if path.exists():
+                raise PathError(f"{what} {str(path)!r} already exists") from None
+            os.replace(tmp, path)

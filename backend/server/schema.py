@@ -5,10 +5,16 @@ Every operation declares its JSON arguments (:class:`Arg`) and the arrays it acc
 values with defaults filled in, and a client that sends something wrong gets a ``bad_args`` /
 ``bad_array`` error that names the operation, the argument and what was expected. The same schemas
 are published by ``hello`` and written out in docs/protocol.md.
+
+The same :class:`Arg` machinery bounds what *files* can set: :data:`TRAIN_CONFIG` (a ``train.start``
+config, including TOML files it names) and :data:`MODEL_CONFIG` (the architecture stored in a
+checkpoint, or a training run's ``model_overrides``). Every field has a type and a range, so a hostile
+or corrupt value is refused with a message naming the field before anything is allocated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -38,11 +44,13 @@ _KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "boo
 class Arg:
     """One JSON argument: its kind and bounds.
 
-    ``kind`` is one of str, int, float, bool, dict, list, any. ``minimum``/``maximum`` bound numbers,
-    ``max_len`` bounds strings and lists (characters / items), ``choices`` enumerates allowed values.
+    ``kind`` is one of str, int, float, bool, dict, list, any; a tuple of kinds allows several (e.g.
+    ``("bool", "str")``). ``minimum``/``maximum`` bound numbers, ``max_len`` bounds strings and lists
+    (characters / items), ``choices`` enumerates allowed values, ``items`` is the spec of every list
+    item, ``fields`` the schema of a dict's keys.
     """
 
-    kind: str
+    kind: str | tuple[str, ...]
     required: bool = False
     default: Any = None
     minimum: float | None = None
@@ -50,9 +58,14 @@ class Arg:
     max_len: int | None = None
     choices: tuple[Any, ...] | None = None
     doc: str = ""
+    items: Arg | None = None
+    fields: dict[str, Arg] | None = None
 
     def describe(self) -> str:
-        text = _KIND_NAMES[self.kind]
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        text = " or ".join(_KIND_NAMES[k] for k in kinds)
+        if self.items is not None:
+            text += f" of {self.items.describe()}"
         if self.choices is not None:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.minimum is not None and self.maximum is not None:
@@ -66,11 +79,16 @@ class Arg:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "required": self.required, "doc": self.doc}
+        d: dict[str, Any] = {"kind": self.kind if isinstance(self.kind, str) else list(self.kind),
+                             "required": self.required, "doc": self.doc}
         for key in ("default", "minimum", "maximum", "max_len", "choices"):
             value = getattr(self, key)
             if value is not None:
                 d[key] = list(value) if key == "choices" else value
+        if self.items is not None:
+            d["items"] = self.items.to_dict()
+        if self.fields is not None:
+            d["fields"] = {k: a.to_dict() for k, a in self.fields.items()}
         return d
 
 
@@ -100,28 +118,57 @@ class ArraySpec:
 
 def validate_args(op: str, schema: dict[str, Arg], args: dict[str, Any]) -> dict[str, Any]:
     """``args`` checked against ``schema``, with defaults filled in; :class:`ArgumentError` otherwise."""
-    unknown = sorted(set(args) - set(schema))
+    return _validate(op, "argument", schema, args, fill=True)
+
+
+def validate_fields(what: str, schema: dict[str, Arg], values: Any) -> dict[str, Any]:
+    """A config (from a request or a file) checked against ``schema``; absent fields stay absent.
+
+    ``what`` names the config in messages, e.g. ``"train.start: config"`` or ``"ckpt.pt: config"``.
+    """
+    if not isinstance(values, dict):
+        raise ArgumentError(f"{what} must be an object of fields, got {_type_name(values)}")
+    return _validate(what, "field", schema, values, fill=False)
+
+
+def _validate(op: str, noun: str, schema: dict[str, Arg], args: dict[str, Any], fill: bool) -> dict[str, Any]:
+    unknown = sorted(set(args) - set(schema), key=str)
     if unknown:
-        expected = ", ".join(schema) or "no arguments"
-        raise ArgumentError(f"{op}: unknown argument(s) {', '.join(map(repr, unknown))} "
+        expected = ", ".join(schema) or f"no {noun}s"
+        raise ArgumentError(f"{op}: unknown {noun}(s) {', '.join(map(repr, unknown[:8]))} "
                             f"(expected: {expected})")
     out: dict[str, Any] = {}
     for name, spec in schema.items():
         if name not in args or args[name] is None:
             if spec.required:
-                raise ArgumentError(f"{op}: argument {name!r} is required ({spec.describe()})")
-            out[name] = spec.default
+                raise ArgumentError(f"{op}: {noun} {name!r} is required ({spec.describe()})")
+            if fill:
+                out[name] = spec.default
+            elif name in args:
+                out[name] = None
             continue
-        out[name] = _check_value(op, name, spec, args[name])
+        out[name] = _check_value(op, f"{noun} {name!r}", spec, args[name])
     return out
 
 
-def _check_value(op: str, name: str, spec: Arg, value: Any) -> Any:
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _check_value(op: str, where: str, spec: Arg, value: Any) -> Any:
     def fail() -> ArgumentError:
         shown = repr(value)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return ArgumentError(f"{op}: argument {name!r} must be {spec.describe()}, got {shown}")
+        return ArgumentError(f"{op}: {where} must be {spec.describe()}, got {shown}")
 
+    if isinstance(spec.kind, tuple):
+        for kind in spec.kind:
+            try:
+                return _check_value(op, where, dataclasses.replace(spec, kind=kind), value)
+            except ArgumentError:
+                continue
+        raise fail()
     kind = spec.kind
     is_bool = isinstance(value, bool)
     if kind == "str":
@@ -149,6 +196,10 @@ def _check_value(op: str, name: str, spec: Arg, value: Any) -> Any:
         raise fail()
     if spec.max_len is not None and kind in ("str", "list") and len(value) > spec.max_len:
         raise fail()
+    if kind == "list" and spec.items is not None:
+        value = [_check_value(op, f"{where}[{i}]", spec.items, v) for i, v in enumerate(value)]
+    if kind == "dict" and spec.fields is not None:
+        value = _validate(f"{op}: {where}", "field", spec.fields, value, fill=False)
     return value
 
 
@@ -187,3 +238,54 @@ def _shape_ok(shape: tuple[int, ...], pattern: tuple[int | None | tuple[int, ...
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+
+# --------------------------------------------------------------------------------------------------
+# what files (and training requests) may set
+
+
+def _count(maximum: int, minimum: int = 1) -> Arg:
+    return Arg("int", minimum=minimum, maximum=maximum)
+
+
+def _real(maximum: float, minimum: float = 0.0) -> Arg:
+    return Arg("float", minimum=minimum, maximum=maximum)
+
+
+_NAME = Arg("str", max_len=64)
+_PATH = Arg("str", max_len=4096)
+_WIDTHS = Arg("list", max_len=16, items=_count(8192))
+
+# The architecture of a PIFu pair (backend.models.ModelConfig). The ranges hold every published and
+# preset size with room to spare; the parameter count is checked on top of them before nets are built.
+MODEL_CONFIG: dict[str, Arg] = {
+    "load_size": _count(2048, 16), "num_stack": _count(16), "hg_depth": _count(8),
+    "hg_width": _count(1024, 16), "hourglass_dim": _count(1024), "norm_groups": _count(256),
+    "upsample": _NAME, "mlp_dim": _WIDTHS, "mlp_residual": Arg("bool"), "color_ngf": _count(512),
+    "color_blocks": _count(32), "norm_color": _NAME, "mlp_dim_color": _WIDTHS,
+    "z_size": _real(1e6, 1e-6), "extra": Arg("dict"),
+}
+
+# A training run's settings (backend.train.TrainConfig): types and upper bounds here, the finer rules
+# (choices, relations between fields) in TrainConfig.validate.
+TRAIN_CONFIG: dict[str, Arg] = {
+    "data": _PATH, "out": _PATH, "config": _PATH, "levels": Arg("list", max_len=64, items=_NAME),
+    "init": _PATH, "init_g": _PATH, "init_c": _PATH, "resume": Arg(("bool", "str"), max_len=4096),
+    "model": _NAME, "model_overrides": Arg("dict", fields=MODEL_CONFIG),
+    "stage": _NAME, "loss": _NAME, "w_l1": _real(1e3), "w_ssim": _real(1e3), "ssim_variant": _NAME,
+    "ssim_range": _NAME, "occupancy_loss": _NAME, "steps": _count(100_000_000),
+    "epochs": _real(1e6, 1e-9), "batch": _count(64), "lr": _real(10.0, 1e-12),
+    "lr_decay_at": Arg("list", max_len=32, items=_real(1.0)), "lr_gamma": _real(1.0, 1e-12),
+    "grad_clip": _real(1e9, 1e-12), "points_geometry": _count(200_000), "points_color": _count(200_000),
+    "patches": _count(20_000), "patch_k": _count(16, 2), "patch_spacing": _real(1.0, 1e-9),
+    "patch_mode": _NAME, "patch_weighting": _NAME, "sigma_geometry": _real(1.0),
+    "sigma_color": _real(1.0), "sigma_patch": _real(1.0), "dense_samples": _count(2_000_000),
+    "pool_surface": _count(5_000_000), "pool_uniform": _count(1_000_000), "cache_dir": _PATH,
+    "device": _NAME, "amp": Arg("bool"), "workers": _count(8, 0), "seed": _count(2**63 - 1, 0),
+    "log_every": _count(10**9), "checkpoint_every": _count(10**9), "keep_checkpoints": _count(1000),
+    "val_every": _count(10**9), "val_mode": _NAME, "val_subjects": _count(100_000, 0),
+    "val_views": Arg("list", max_len=360, items=_count(100_000, 0)),
+    "val_levels": Arg("list", max_len=64, items=_NAME), "val_max_vertices": _count(2_000_000),
+    "val_gt_samples": _count(5_000_000), "val_resolution": _count(512, 16), "progress_bar": Arg("bool"),
+}

@@ -8,18 +8,30 @@ job id (stage ``queued``), later progress, and one final ``ok`` / ``error`` / ``
 
 Robustness, in the order a message meets it:
 
-* libzmq drops any frame over ``ZMQ_MAXMSGSIZE`` (and the connection that sent it);
-* frames beyond the frame limit are received and discarded, not kept;
+* libzmq drops any frame over ``ZMQ_MAXMSGSIZE`` (and the connection that sent it); it applies per
+  frame, and libzmq hands over a multipart message only once all of it has arrived, so a message of n
+  frames may cost n × the limit before the loop sees it (``ZMQ_RCVHWM`` bounds how many such messages
+  wait per connection); the loop then refuses it (``too_large``) and lets go of it at once;
 * :func:`avatex_core.protocol.decode_request` checks the header, the version, every descriptor and the frame
   sizes; the operation's schema checks arguments and arrays; every failure is an ``error`` reply that
   names the problem, and the loop goes on;
 * sends never block (``ROUTER_MANDATORY`` + ``NOBLOCK``): a vanished or stalled client costs nothing,
-  and its job results stay fetchable with ``job.result``.
+  and its job results stay fetchable with ``job.result``;
+* replies are bounded in bytes, not only in count: every frame of 64 KiB or more is sent zero-copy with
+  a tracker, and a :class:`ReplyLedger` counts the bytes libzmq still holds per client and in all. A
+  reply that would pass either budget is not queued; a short ``slow_client`` error goes instead (small
+  frames are copied by libzmq and bounded by ``ZMQ_SNDHWM`` messages per client);
+* job inputs are bounded in bytes too (``busy`` before ``max_queued_bytes`` would be passed).
+
+Jobs are owned (docs/protocol.md, Security): the identity is the CurveZMQ public key when keys are on
+(the ZAP ``User-Id`` of the message), else the owner secret of the request header, hashed; a request
+without one gets a fresh secret back in its ``queued`` event.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import socket
@@ -76,6 +88,57 @@ class ServerConfig:
     retain_s: float = 3600.0
     retain_bytes: int = 2 << 30
     shutdown_grace_s: float = 10.0
+    max_queued_bytes: int = 1 << 30          # input arrays of waiting and running jobs
+    reply_budget_bytes: int = 256 << 20      # unsent reply bytes per client
+    reply_budget_total_bytes: int = 1 << 30  # unsent reply bytes, all clients together
+    send_hwm: int = 256                      # queued replies per client (libzmq counts messages)
+    recv_hwm: int = 16                       # received messages per client waiting for the loop
+
+
+# Frames at least this large are sent zero-copy and tracked; smaller ones libzmq copies (pyzmq's default
+# copy threshold), and those are bounded by the send high-water mark instead.
+TRACK_BYTES = 1 << 16
+
+
+class ReplyLedger:
+    """Bytes of replies handed to libzmq and not yet written to the client's connection.
+
+    libzmq's high-water marks count messages, so a client that never reads could otherwise pin
+    ``SNDHWM`` × the message limit. Each large frame's :class:`zmq.MessageTracker` says when libzmq has
+    let go of it (written, or dropped with the connection).
+    """
+
+    def __init__(self, per_peer: int, total: int):
+        self.per_peer, self.total = per_peer, total
+        self._pending: dict[bytes, list[tuple[list[zmq.MessageTracker], int]]] = {}
+
+    def held(self, identity: bytes | None = None) -> int:
+        """Bytes still held (for ``identity``, or for everyone); finished entries are dropped first."""
+        if identity is not None:
+            return self._prune(identity)
+        return sum(self._prune(peer) for peer in list(self._pending))
+
+    def admits(self, identity: bytes, size: int) -> bool:
+        """Whether a reply of ``size`` bytes fits both budgets. One reply to a client with nothing
+        pending always fits (it already passed the message limit), or large results could never go."""
+        mine, everyone = self._prune(identity), self.held()
+        fits_peer = mine == 0 or mine + size <= self.per_peer
+        return fits_peer and (everyone == 0 or everyone + size <= self.total)
+
+    def add(self, identity: bytes, trackers: list[zmq.MessageTracker], size: int) -> None:
+        if trackers:
+            self._pending.setdefault(identity, []).append((trackers, size))
+
+    def _prune(self, identity: bytes) -> int:
+        entries = self._pending.get(identity)
+        if not entries:
+            self._pending.pop(identity, None)
+            return 0
+        entries[:] = [(t, n) for t, n in entries if not all(x.done for x in t)]
+        if not entries:
+            del self._pending[identity]
+            return 0
+        return sum(n for _, n in entries)
 
 
 class Server:
@@ -108,7 +171,9 @@ class Server:
         self.jobs = JobManager(devices=config.devices, resolve_path=self.paths.resolve, notify=self._notify,
                                workers=config.workers, device_jobs=config.device_jobs,
                                max_queue=config.max_queue, store=self._store, retain_jobs=config.retain_jobs,
-                               retain_s=config.retain_s, retain_bytes=config.retain_bytes)
+                               retain_s=config.retain_s, retain_bytes=config.retain_bytes,
+                               max_input_bytes=config.max_queued_bytes)
+        self.replies = ReplyLedger(config.reply_budget_bytes, config.reply_budget_total_bytes)
         self.started_at = time.time()
         self.stats = {"requests": 0, "errors": 0, "dropped_replies": 0}
 
@@ -128,7 +193,8 @@ class Server:
         sock.setsockopt(zmq.HEARTBEAT_TTL, self.config.heartbeat_timeout_ms)
         sock.setsockopt(zmq.HANDSHAKE_IVL, self.config.handshake_timeout_ms)
         sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.SNDHWM, 10_000)   # replies queued per client before they are dropped
+        sock.setsockopt(zmq.SNDHWM, self.config.send_hwm)   # replies queued per client before drops
+        sock.setsockopt(zmq.RCVHWM, self.config.recv_hwm)
         if self._bind.ipv6:
             sock.setsockopt(zmq.IPV6, 1)
         if self._keys is not None:
@@ -228,13 +294,15 @@ class Server:
                 "roots": [str(r) for r in self.paths.roots], "dtypes": list(protocol.DTYPES),
                 "limits": {"max_message_bytes": limits.max_message_bytes,
                            "max_header_bytes": limits.max_header_bytes,
-                           "max_arrays": limits.max_arrays, "max_ndim": limits.max_ndim},
+                           "max_arrays": limits.max_arrays, "max_ndim": limits.max_ndim,
+                           "max_queued_bytes": self.config.max_queued_bytes,
+                           "reply_budget_bytes": self.config.reply_budget_bytes},
                 "heartbeat_ms": self.config.heartbeat_ivl_ms, "uptime_s": time.time() - self.started_at,
                 "operations": {name: op.describe() for name, op in self.operations.items()},
                 "jobs": self.jobs.counts()}
 
-    def job_of_request(self, routing_id: bytes, request_id: str) -> str:
-        for job in self.jobs.jobs():
+    def job_of_request(self, routing_id: bytes, request_id: str, owner: str | None = None) -> str:
+        for job in self.jobs.jobs_of(owner):
             if (routing_id, request_id) in job.subscribers:
                 return job.id
         raise JobNotFound(f"no unfinished job started by your request {request_id!r}")
@@ -256,7 +324,7 @@ class Server:
                 if len(parts) <= self.config.limits.max_arrays + 2:
                     parts.append(frame)
                 else:
-                    extra += 1   # received and let go at once: a flood of frames costs no memory
+                    extra += 1   # let go at once (libzmq held the whole message until now)
             identity, message = parts[0].bytes, parts[1:]
             self.stats["requests"] += 1
             if extra:
@@ -285,6 +353,7 @@ class Server:
         ctx = Context(device=self.config.devices[0], resolve_path=self.paths.resolve, server=self,
                       request=subscriber,
                       peer_local=lambda: is_local_peer(self._bind, _peer_address(message)))
+        ctx.owner = self._owner_of(message, request)
         try:
             missing = op.missing()
             if missing:
@@ -315,17 +384,35 @@ class Server:
             self._send(identity, protocol.error_reply(request.id, "internal",
                                                       f"{op.name} failed: {type(exc).__name__}: {exc}"))
 
+    def _owner_of(self, message: list[Any], request: protocol.Request) -> str | None:
+        """The requester's identity: its CurveZMQ key (proven by the handshake) when keys are on, else
+        its owner secret, hashed so job records on disk never hold a usable secret."""
+        if self._keys is not None:
+            try:
+                user = message[0].get("User-Id")
+            except (AttributeError, zmq.ZMQError, IndexError):
+                user = None
+            return f"key:{user}" if user else None
+        if request.owner is None:
+            return None
+        return "secret:" + hashlib.sha256(request.owner.encode("ascii")).hexdigest()
+
     def _submit(self, op: Operation, args: dict, arrays: dict, ctx: Context, subscriber) -> None:
+        info: dict[str, Any] = {}
+        if ctx.owner is None and self._keys is None:
+            # A client that sent no owner secret gets one: it must send it to see this job again.
+            secret = protocol.new_owner_secret()
+            ctx.owner = "secret:" + hashlib.sha256(secret.encode("ascii")).hexdigest()
+            info["owner"] = secret
         prepared = op.prepare(args, arrays, ctx) if op.prepare else args
         if isinstance(prepared, Job):
             job = prepared
         else:
             job = self.jobs.submit(op.name, prepared, arrays, op.handler, subscriber=subscriber,
                                    uses_device=op.device, resumable=op.resumable,
-                                   timeout_s=prepared.get("timeout_s"))
-        waiting = self.jobs.counts().get(jobs_mod.QUEUED, 0)
-        self._send(subscriber[0], protocol.progress_reply(subscriber[1], job.id, jobs_mod.QUEUED, 0.0,
-                                                          {"queued": waiting}))
+                                   timeout_s=prepared.get("timeout_s"), owner=ctx.owner)
+        info["queued"] = self.jobs.counts().get(jobs_mod.QUEUED, 0)
+        self._send(subscriber[0], protocol.progress_reply(subscriber[1], job.id, jobs_mod.QUEUED, 0.0, info))
 
     # -- sending -------------------------------------------------------------------------------------
 
@@ -388,8 +475,31 @@ class Server:
 
     def _send(self, identity: bytes, frames: list[Any], droppable: bool = False) -> bool:
         assert self._sock is not None
+        sizes = [memoryview(getattr(f, "buffer", f)).nbytes for f in frames]
+        tracked = sum(n for n in sizes if n >= TRACK_BYTES)
+        if tracked and not self.replies.admits(identity, tracked):
+            self.stats["dropped_replies"] += 1
+            log.warning("client %s is not reading: a reply of %d bytes was dropped (%d bytes still unsent "
+                        "to it)", identity.hex(), tracked, self.replies.held(identity))
+            if droppable:
+                return False
+            rid = protocol.request_id_of(frames[0], self.config.limits)
+            frames = protocol.error_reply(rid, "slow_client", f"a reply of {tracked} bytes was dropped: "
+                                          f"{self.replies.held(identity)} bytes of earlier replies to this "
+                                          "client are still unread (the budget is "
+                                          f"{self.config.reply_budget_bytes} bytes); read your replies, "
+                                          "then fetch job results again with job.result")
+            sizes, tracked = [len(frames[0])], 0
+        trackers: list[zmq.MessageTracker] = []
+        parts: list[Any] = [identity]
+        for frame, size in zip(frames, sizes, strict=True):
+            if size >= TRACK_BYTES:
+                frame = zmq.Frame(frame, copy=False, track=True)
+                trackers.append(frame.tracker)
+            parts.append(frame)
         try:
-            self._sock.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+            self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            self.replies.add(identity, trackers, tracked)
             return True
         except zmq.Again:      # the client is not reading (HWM): drop; results stay fetchable
             self.stats["dropped_replies"] += 1
