@@ -45,7 +45,7 @@ _LABELS = {
     "duplicate_faces": "removed {n} coincident duplicate face(s)",
     "double_sided_faces": "removed {n} back copy(ies) of double-sided faces",
     "flipped_faces": "flipped {n} face(s) with inconsistent winding",
-    "bad_normals": "dropped the file normals ({n} pointed against their face)",
+    "bad_normals": "replaced {n} file normal(s) pointing against their face",
     "unreferenced_vertices": "removed {n} unreferenced vertex(es)",
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "PATD/PIPATD (per vertex) and geometry metrics of a reconstructed mesh against its GT mesh"
+PATHS = ("pred", "gt", "out")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -3,18 +3,20 @@
 The decisions come from the shared module (the backend's mesh loading takes the same ones); this file
 only reads the mesh with ``foreach_get`` and edits it with bmesh: flipped faces are reversed with their
 corner data, dropped faces and vertices are deleted. File normals (custom split normals) are handled
-here too, because Blender stores them relative to the faces around each vertex:
-
-* if any of them points against its (repaired) face, all of them go, together with the sharp edges the
-  importer derived from them, and the mesh is shaded smooth: a lit render then never shows a facet
-  whose normal faces away from the light (the black triangles of game-style characters);
-* if they are all fine but faces changed, they are set again corner by corner, so that removing a
-  coincident copy cannot change the normals of the copy that stays.
+here too, because Blender stores them relative to the faces around each vertex, so after any edit
+they are set again corner by corner (matched by face and vertex): removing a coincident copy cannot
+change the normals of the copy that stays. A file normal that points against its (repaired) face is
+replaced by Blender's own normal for that corner (computed with the custom normals cleared), which
+follows the face: a lit render then never shows a facet whose normal faces away from the light (the
+black triangles of game-style characters). A zero vector in ``normals_split_custom_set`` does not do
+this (Blender 4.5 keeps the stored normal). Smooth normals on thin slivers can point slightly against
+their face too; replacing those changes nothing visible.
 """
 
 from __future__ import annotations
 
 import bmesh
+import bpy
 import numpy as np
 
 from avatex_core import mesh_hygiene
@@ -44,18 +46,19 @@ def _corner_normals(mesh) -> np.ndarray:
     return normals.reshape(-1, 3)
 
 
-def _drop_custom_normals(mesh) -> None:
-    for name in ("custom_normal", "sharp_edge"):
-        attr = mesh.attributes.get(name)
-        if attr is not None:
-            mesh.attributes.remove(attr)
-    if mesh.has_custom_normals:  # a Blender that keeps them outside the generic attributes
-        mesh.normals_split_custom_set(np.zeros((len(mesh.loops), 3), dtype=np.float32))
-    mesh.shade_smooth()
+def _clear_custom_normals(mesh, ob) -> None:
+    """Back to Blender's own normals: the ``custom_normal`` attribute (4.4+), else the operator."""
+    attr = mesh.attributes.get("custom_normal")
+    if attr is not None:
+        mesh.attributes.remove(attr)
+    elif mesh.has_custom_normals and ob is not None:
+        with bpy.context.temp_override(object=ob, active_object=ob, selected_objects=[ob]):
+            bpy.ops.mesh.customdata_custom_splitnormals_clear()
 
 
-def repair(mesh) -> mesh_hygiene.Hygiene:
-    """Inspect ``mesh`` (a bpy Mesh) and repair it in place; the report says what was done."""
+def repair(mesh, ob=None) -> mesh_hygiene.Hygiene:
+    """Inspect ``mesh`` (a bpy Mesh, used by object ``ob``) and repair it in place; the report says what
+    was done."""
     vertices, faces, sizes, loops, present = _arrays(mesh)
     custom = bool(mesh.has_custom_normals) and len(mesh.loops) > 0
     normals = _corner_normals(mesh) if custom else None
@@ -84,17 +87,16 @@ def repair(mesh) -> mesh_hygiene.Hygiene:
         finally:
             bm.free()
         mesh.update()
-    if custom:
-        if report.counts.get("bad_normals"):
-            _drop_custom_normals(mesh)
-        elif edited:
-            _restore_normals(mesh, report, faces, present, normals[loops])
+    if custom and (edited or report.counts.get("bad_normals")):
+        old = np.where(report.bad_corner_normals[..., None], np.nan, normals[loops])
+        _restore_normals(mesh, ob, report, faces, present, old)
     return report
 
 
-def _restore_normals(mesh, report: mesh_hygiene.Hygiene, faces: np.ndarray, present: np.ndarray,
+def _restore_normals(mesh, ob, report: mesh_hygiene.Hygiene, faces: np.ndarray, present: np.ndarray,
                      old: np.ndarray) -> None:
-    """Give every corner of the edited mesh the file normal it had before (matched by face and vertex).
+    """Give every corner of the edited mesh its normal from ``old`` (F, K, 3), matched by face and vertex;
+    corners whose entry is NaN (or that have none) get Blender's own normal.
 
     Deleting keeps the order of the surviving faces and vertices, so old indices follow from the masks.
     """
@@ -109,6 +111,10 @@ def _restore_normals(mesh, report: mesh_hygiene.Hygiene, faces: np.ndarray, pres
     new_keys = kept_faces[poly[new_present]] * n_v + kept_vertices[new_faces[new_present]]
     at = np.clip(np.searchsorted(old_sorted, new_keys), 0, len(old_sorted) - 1)
     found = old_sorted[at] == new_keys
-    target = np.zeros((len(mesh.loops), 3), dtype=np.float32)
+    target = np.full((len(mesh.loops), 3), np.nan, dtype=np.float32)
     target[new_loops[new_present][found]] = old_normals[at[found]]
+    _clear_custom_normals(mesh, ob)
+    auto = _corner_normals(mesh)
+    missing = ~np.isfinite(target).all(axis=1)
+    target[missing] = auto[missing]
     mesh.normals_split_custom_set(target)

@@ -129,7 +129,7 @@ def repair_meshes(path: Path, meshes: list) -> tuple[list, dict]:
     done: dict[int, mesh_hygiene.Hygiene] = {}
     for ob in meshes:
         key = ob.data.as_pointer()  # a mesh shared by several objects is repaired once
-        report = done.get(key) or hygiene_mod.repair(ob.data)
+        report = done.get(key) or hygiene_mod.repair(ob.data, ob)
         if key not in done:
             done[key] = report
             reports.append(report)
