@@ -39,7 +39,7 @@ keep the winding they have."""
 
 _LABELS = {
     "out_of_range_faces": "removed {n} face(s) with out-of-range vertex indices",
-    "non_finite_vertices": "found {n} vertex(es) with NaN/inf coordinates",
+    "non_finite_vertices": "removed {n} vertex(es) with NaN/inf coordinates",
     "non_finite_faces": "removed {n} face(s) using NaN/inf vertices",
     "degenerate_faces": "removed {n} zero-area face(s)",
     "duplicate_faces": "removed {n} coincident duplicate face(s)",
@@ -144,12 +144,11 @@ def inspect(vertices: np.ndarray, faces: np.ndarray, *, face_sizes: np.ndarray |
     q = np.zeros((n_v, 3), dtype=np.int64)
     q[finite_v] = np.rint((good_v - lo) / (diag * weld_tolerance)).astype(np.int64)
     q[~finite_v] = -1 - np.arange(int((~finite_v).sum()))[:, None]  # never weld non-finite vertices
-    _, wid = np.unique(q, axis=0, return_inverse=True) if n_v else (None, np.zeros(0, np.int64))
-    wid = wid.reshape(-1)
+    wid = _unique_rows(q)[1]
     w = wid[fs] if n_v else np.zeros_like(fs)
 
     # Newell normal (2 x area x unit normal) by a fan from corner 0; padded corners repeat corner 0.
-    p = np.where(finite_v[fs][..., None], v[fs] if n_v else 0.0, 0.0) if n_v else np.zeros((n_f, k, 3))
+    p = np.where(finite_v[fs][..., None], v[fs], 0.0) if n_v else np.zeros((n_f, k, 3))
     rel = p - p[:, :1]
     normal2 = np.cross(rel[:, :-1], rel[:, 1:]).sum(axis=1) if k > 2 else np.zeros((n_f, 3))
     area2 = np.linalg.norm(normal2, axis=1)
@@ -164,8 +163,7 @@ def inspect(vertices: np.ndarray, faces: np.ndarray, *, face_sizes: np.ndarray |
     keep = np.zeros(n_f, dtype=bool)
     if len(idx):
         keys = np.concatenate([sizes[idx, None], ws[idx]], axis=1)
-        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        first, inverse = _unique_rows(keys)
         keeper = idx[first][inverse]  # the kept face of each alive face's group
         keep[idx[first]] = True
         dropped = idx[keeper != idx]
@@ -203,14 +201,30 @@ def inspect(vertices: np.ndarray, faces: np.ndarray, *, face_sizes: np.ndarray |
     return Hygiene(keep, flip, keep_v, bad_normals, counts, error)
 
 
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first occurrence of each distinct row, group of every row) of an int (N, C) array.
+
+    ``np.unique(axis=0)`` sorts rows as opaque bytes and is several times slower; a stable lexsort keeps
+    equal rows in input order, so the first of each run is the first occurrence.
+    """
+    if not len(rows):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort(rows.T[::-1])
+    ranked = rows[order]
+    start = np.r_[True, (ranked[1:] != ranked[:-1]).any(axis=1)]
+    inverse = np.empty(len(rows), dtype=np.int64)
+    inverse[order] = np.cumsum(start) - 1
+    return order[start], inverse
+
+
 def _orient(w: np.ndarray, present: np.ndarray, normal2: np.ndarray, points: np.ndarray,
             sizes: np.ndarray) -> np.ndarray:
     """Which of these (deduplicated) faces to flip so each connected sheet is wound consistently.
 
     Faces are neighbours across an edge that exactly two faces share; the pair is consistent when they
-    traverse it in opposite directions. Signed labels spread over that graph (minimum label wins,
-    pointer jumping halves path lengths), giving every face a parity relative to its component's root:
-    the larger-area parity is right, and a whole component is inverted only when clearly inside out.
+    traverse it in opposite directions. :func:`_signed_components` gives every face a parity relative to
+    its component's root: the larger-area parity is right, and a whole component is inverted only when
+    it is clearly inside out.
     """
     n, k = w.shape
     nxt = np.where(np.arange(k)[None, :] + 1 < sizes[:, None], np.arange(1, k + 1)[None, :] % k, 0)
@@ -230,21 +244,7 @@ def _orient(w: np.ndarray, present: np.ndarray, normal2: np.ndarray, points: np.
     firsts = np.flatnonzero(start & pair)
     fa, fb = face[firsts], face[firsts + 1]
     inconsistent = (forward[firsts] == forward[firsts + 1]).astype(np.int64)  # same direction: flip one
-    src = np.concatenate([fa, fb])
-    dst = np.concatenate([fb, fa])
-    wgt = np.concatenate([inconsistent, inconsistent])
-    key = np.arange(n, dtype=np.int64) * 2  # label * 2 + parity (parity relative to the label's face)
-    for _ in range(4 * n + 8):  # bounded; converges in about log(n) + diameter / 2 rounds
-        old = key
-        cand = (key[dst] >> 1) * 2 + ((key[dst] & 1) ^ wgt)
-        new = key.copy()
-        np.minimum.at(new, src, cand)
-        root = new >> 1
-        new = (new[root] >> 1) * 2 + ((new & 1) ^ (new[root] & 1))  # jump to the root's root
-        key = new
-        if np.array_equal(key, old):
-            break
-    label, parity = key >> 1, key & 1
+    label, parity = _signed_components(n, fa, fb, inconsistent)
     area = np.linalg.norm(normal2, axis=1)
     _, comp = np.unique(label, return_inverse=True)
     comp = comp.reshape(-1)
@@ -265,3 +265,36 @@ def _orient(w: np.ndarray, present: np.ndarray, normal2: np.ndarray, points: np.
         np.bincount(comp, weights=scale, minlength=n_c), 1e-300)
     inside_out = score < INVERTED_SCORE
     return flip ^ inside_out[comp]
+
+
+def _signed_components(n: int, a: np.ndarray, b: np.ndarray,
+                       odd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of n nodes joined by edges (a, b), each with a parity: ``odd`` edges join
+    nodes of opposite parity. Returns (root per node, parity relative to the root).
+
+    A vectorised union-find: every round hooks each root onto the smallest root it touches (so no cycle
+    can form), then path jumping flattens the trees; rounds stay few on meshes (about log n), where a
+    label spreading face by face would need as many rounds as the mesh is wide.
+    """
+    parent = np.arange(n, dtype=np.int64)
+    parity = np.zeros(n, dtype=np.int64)
+    big = np.iinfo(np.int64).max
+    while True:
+        while True:  # flatten: every node points at its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parity = parity ^ parity[parent]
+            parent = grand
+        ra, rb = parent[a], parent[b]
+        apart = ra != rb
+        if not apart.any():
+            return parent, parity
+        ra, rb = ra[apart], rb[apart]
+        rel = odd[apart] ^ parity[a[apart]] ^ parity[b[apart]]  # parity of one root relative to the other
+        hi, lo = np.maximum(ra, rb), np.minimum(ra, rb)
+        best = np.full(n, big, dtype=np.int64)
+        np.minimum.at(best, hi, lo * 2 + rel)
+        hooked = best < big
+        parent[hooked] = best[hooked] >> 1
+        parity[hooked] = best[hooked] & 1

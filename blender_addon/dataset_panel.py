@@ -42,6 +42,7 @@ class RenderJob:
     done_images: int = 0
     subject: str = ""
     errors: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # subjects whose meshes the renderer repaired
     summary: dict | None = None
     cancelled: bool = False
 
@@ -82,6 +83,8 @@ class RenderJob:
         elif kind in ("subject_failed", "fatal", "input_error"):
             who = event.get("subject")
             self.errors.append(f"{who}: {event['error']}" if who else event["error"])
+        elif kind == "subject_done" and event.get("repairs"):
+            self.repaired.append(event.get("subject", ""))
         elif kind == "done":
             self.summary = event
 
@@ -239,6 +242,8 @@ def poll_render_job() -> float | None:
         failed = len(s.get("failed", [])) + int(s.get("input_errors", 0))
         props.status = (f"done: {s['rendered_images']} images, {s['skipped_views']} views skipped, "
                         f"{failed} failed")
+        if job.repaired:
+            props.status += f", {len(job.repaired)} mesh(es) repaired (subject.json: hygiene)"
     else:
         props.status = f"render stopped (exit code {job.proc.returncode}); see {job.log_path}"
     if job.errors:
