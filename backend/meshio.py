@@ -138,7 +138,7 @@ def sample_surface(mesh: ColoredMesh, count: int, rng: np.random.Generator
     return points, face_index, bary
 
 
-def load_mesh(path: str | Path) -> ColoredMesh:
+def load_mesh(path: str | Path, *, keep_vertex_order: bool = False) -> ColoredMesh:
     """Read PLY / OBJ(+MTL+textures) / GLB / glTF into a :class:`ColoredMesh`.
 
     Vertex order is kept (``process=False``), so per-vertex arrays computed on the file line up with it,
@@ -146,7 +146,9 @@ def load_mesh(path: str | Path) -> ColoredMesh:
     Multi-geometry files (multi-material OBJ, GLB scenes) are concatenated with their scene transforms
     applied. Every geometry is repaired by the decisions of :mod:`avatex_core.mesh_hygiene` (the same
     ones the renderer takes), listed in ``repairs``; a geometry with nothing usable left is dropped, and
-    a file with nothing usable at all is an :class:`InputError` naming it.
+    a file with nothing usable at all is an :class:`InputError` naming it. ``keep_vertex_order`` keeps
+    every vertex (stray ones too), so that per-vertex arrays written for this file (``avatex evaluate
+    --out``) line up with the file read by Blender's importer; only faces are removed or flipped then.
     """
     import trimesh
 
@@ -169,18 +171,23 @@ def load_mesh(path: str | Path) -> ColoredMesh:
     geometries = [g for g in geometries if len(g.faces) > 0]
     if not geometries:
         raise InputError(f"{path} holds no triangle mesh (a point cloud or an empty file?)")
-    reports = [_repair(g) for g in geometries]
+    reports = [_repair(g, keep_vertex_order) for g in geometries]
     usable = [g for g, r in zip(geometries, reports, strict=True) if not r.error]
     if not usable:
         raise InputError(f"{path}: mesh cannot be repaired: {reports[0].error}")
     counts = mesh_hygiene.merge_counts([r for r in reports if not r.error])
     merged = _merge([_from_trimesh(g) for g in usable])
-    merged.repairs = mesh_hygiene.describe(counts) + [
-        f"dropped a part: {r.error}" for r in reports if r.error]
+    kept = 0
+    if keep_vertex_order:
+        kept = counts.pop("unreferenced_vertices", 0) + counts.pop("non_finite_vertices", 0)
+    repairs = mesh_hygiene.describe(counts)
+    if kept:
+        repairs.append(f"kept {kept} unreferenced vertex(es) (vertex order kept)")
+    merged.repairs = repairs + [f"dropped a part: {r.error}" for r in reports if r.error]
     return merged
 
 
-def _repair(mesh) -> mesh_hygiene.Hygiene:
+def _repair(mesh, keep_vertex_order: bool = False) -> mesh_hygiene.Hygiene:
     """Apply the shared hygiene decisions with trimesh's own operations (they keep UVs and colours)."""
     report = mesh_hygiene.inspect(np.asarray(mesh.vertices), np.asarray(mesh.faces))
     if report.error or not report.counts:
@@ -190,7 +197,8 @@ def _repair(mesh) -> mesh_hygiene.Hygiene:
         faces[report.flip_faces] = faces[report.flip_faces][:, [0, 2, 1]]
         mesh.faces = faces
     mesh.update_faces(report.keep_faces)
-    mesh.remove_unreferenced_vertices()
+    if not keep_vertex_order:
+        mesh.remove_unreferenced_vertices()
     return report
 
 

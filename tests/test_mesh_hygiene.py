@@ -133,6 +133,20 @@ def test_load_mesh_repairs_with_the_shared_decisions(tmp_path):
     assert trimesh.Trimesh(flipped.vertices, flipped.faces, process=False).is_winding_consistent
 
 
+def test_load_mesh_can_keep_the_vertex_order(tmp_path):
+    """Per-vertex files (avatex evaluate --out) must line up with the file: only faces change then."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0.5, 0, 0], [5, 5, 5]], dtype=float)
+    f = np.array([[0, 1, 2], [1, 3, 2], [0, 4, 1], [2, 1, 0]])  # a needle and a back copy
+    trimesh.Trimesh(v, f, process=False).export(tmp_path / "m.ply")
+    kept = load_mesh(tmp_path / "m.ply", keep_vertex_order=True)
+    np.testing.assert_array_equal(kept.vertices, v)
+    np.testing.assert_array_equal(kept.faces, f[:2])
+    assert kept.repairs == ["removed 1 zero-area face(s)", "removed 1 back copy(ies) of double-sided faces",
+                            "kept 2 unreferenced vertex(es) (vertex order kept)"]
+    compact = load_mesh(tmp_path / "m.ply")
+    assert len(compact.vertices) == 4 and compact.repairs[-1] == "removed 2 unreferenced vertex(es)"
+
+
 def test_load_mesh_names_an_unrepairable_file(tmp_path):
     path = real_assets.nan_obj(tmp_path)
     with pytest.raises(InputError) as info:
