@@ -4,7 +4,8 @@ One definition of everything the two sides must agree on: the canonical space an
 (:mod:`.canonical`), the wire protocol and its client (:mod:`.protocol`, :mod:`.client`), atomic file
 writes (:mod:`.atomic`), the dataset's layout on disk (:mod:`.dataset_layout`), lighting levels
 (:mod:`.lighting`), render settings and options (:mod:`.render_settings`, :mod:`.render_options`),
-sRGB transfer functions (:mod:`.color`) and the audit heatmap's scale (:mod:`.heatmap`).
+sRGB transfer functions (:mod:`.color`), the audit heatmap's scale (:mod:`.heatmap`) and the repairs of
+imported meshes (:mod:`.mesh_hygiene`).
 
 Rules (checked by ``tests/test_import_boundaries.py``; see docs/architecture.md): this package imports
 only the standard library, numpy and (for the client) pyzmq: never torch, bpy, ``backend`` or

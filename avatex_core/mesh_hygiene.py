@@ -61,10 +61,6 @@ class Hygiene:
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None  # set when nothing usable is left: the mesh cannot be repaired
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.counts)
-
     def actions(self) -> list[str]:
         """One short sentence per repair made (empty for a clean mesh)."""
         return [_LABELS[k].format(n=v) for k, v in self.counts.items() if v]
