@@ -5,8 +5,8 @@ One definition of everything the two sides must agree on: the canonical space an
 writes (:mod:`.atomic`), the dataset's layout on disk (:mod:`.dataset_layout`), lighting levels
 (:mod:`.lighting`), render settings and options (:mod:`.render_settings`, :mod:`.render_options`), the
 dataset render's worker pool and its event stream (:mod:`.render_jobs`), sRGB transfer functions
-(:mod:`.color`), the audit heatmap's scale (:mod:`.heatmap`) and the one progress-and-cancellation object
-of long operations (:mod:`.progress`).
+(:mod:`.color`), the audit heatmap's scale (:mod:`.heatmap`), the repairs of imported meshes
+(:mod:`.mesh_hygiene`) and the one progress-and-cancellation object of long operations (:mod:`.progress`).
 
 Rules (checked by ``tests/test_import_boundaries.py``; see docs/architecture.md): this package imports
 only the standard library, numpy and (for the client) pyzmq: never torch, bpy, ``backend`` or

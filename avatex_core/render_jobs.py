@@ -141,6 +141,8 @@ class RenderSummary:
     fatal: tuple[str, ...]
     wall_seconds: float
     cancelled: bool = False
+    repaired: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Subjects whose meshes the renderer repaired, and what it did (``subject.json``: ``hygiene``)."""
 
     @property
     def images_per_minute(self) -> float:
@@ -159,8 +161,8 @@ class RenderSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"rendered_images": self.rendered_images, "rendered_views": self.rendered_views,
                 "skipped_views": self.skipped_views, "failed_subjects": len(self.failed),
-                "input_errors": len(self.input_errors), "wall_seconds": round(self.wall_seconds, 1),
-                "images_per_minute": self.images_per_minute}
+                "input_errors": len(self.input_errors), "repaired_subjects": len(self.repaired),
+                "wall_seconds": round(self.wall_seconds, 1), "images_per_minute": self.images_per_minute}
 
 
 @dataclass
@@ -198,6 +200,7 @@ class DatasetRender:
                                 logs / f"progress-shard{request.shard_tag}-worker{j}of{n}.jsonl")
                         for j in range(n)]
         self.failed: dict[str, str] = {}
+        self.repaired: dict[str, tuple[str, ...]] = {}
         self.fatal: list[str] = []
         self.skipped_views = 0
         self.rendered_images = 0
@@ -333,6 +336,8 @@ class DatasetRender:
                 return []
         elif kind == SUBJECT_DONE:
             w.current = None
+            if data.get("repairs"):
+                self.repaired[str(data.get("subject"))] = tuple(str(r) for r in data["repairs"])
         elif kind == FATAL:
             self.fatal.append(str(data.get("error")))
         elif kind == DONE:
@@ -372,7 +377,7 @@ class DatasetRender:
             rendered_images=self.rendered_images, rendered_views=self.rendered_images // per_view,
             skipped_views=self.skipped_views, failed=dict(sorted(self.failed.items())),
             input_errors=self.request.input_errors, fatal=tuple(dict.fromkeys(self.fatal)),
-            wall_seconds=self._wall, cancelled=self.cancelled)
+            wall_seconds=self._wall, cancelled=self.cancelled, repaired=dict(sorted(self.repaired.items())))
 
 
 def render_dataset(request: RenderRequest, *, command: Sequence[str], cwd: str | Path | None = None,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatex_core import mesh_hygiene
 from avatex_core.atomic import atomic_path
 from backend.errors import InputError
 
@@ -35,6 +36,7 @@ class ColoredMesh:
         uv: (N, 2) float32 texture coordinates (origin bottom-left, as in OBJ/glTF after trimesh), or None.
         textures: list of (H, W, 3) uint8 sRGB images; empty without textures.
         face_material: (F,) int32 index into ``textures``; None when there are no textures.
+        repairs: what :func:`load_mesh` repaired (avatex_core.mesh_hygiene sentences); empty when clean.
     """
 
     vertices: np.ndarray
@@ -43,6 +45,7 @@ class ColoredMesh:
     uv: np.ndarray | None = None
     textures: list[np.ndarray] = field(default_factory=list)
     face_material: np.ndarray | None = None
+    repairs: list[str] = field(default_factory=list)
 
     @property
     def has_texture(self) -> bool:
@@ -135,13 +138,17 @@ def sample_surface(mesh: ColoredMesh, count: int, rng: np.random.Generator
     return points, face_index, bary
 
 
-def load_mesh(path: str | Path) -> ColoredMesh:
+def load_mesh(path: str | Path, *, keep_vertex_order: bool = False) -> ColoredMesh:
     """Read PLY / OBJ(+MTL+textures) / GLB / glTF into a :class:`ColoredMesh`.
 
     Vertex order is kept (``process=False``), so per-vertex arrays computed on the file line up with it,
     except that textured OBJs get one vertex per distinct (position, UV) pair: a UV seam needs two.
     Multi-geometry files (multi-material OBJ, GLB scenes) are concatenated with their scene transforms
-    applied.
+    applied. Every geometry is repaired by the decisions of :mod:`avatex_core.mesh_hygiene` (the same
+    ones the renderer takes), listed in ``repairs``; a geometry with nothing usable left is dropped, and
+    a file with nothing usable at all is an :class:`InputError` naming it. ``keep_vertex_order`` keeps
+    every vertex (stray ones too), so that per-vertex arrays written for this file (``avatex evaluate
+    --out``) line up with the file read by Blender's importer; only faces are removed or flipped then.
     """
     import trimesh
 
@@ -164,17 +171,35 @@ def load_mesh(path: str | Path) -> ColoredMesh:
     geometries = [g for g in geometries if len(g.faces) > 0]
     if not geometries:
         raise InputError(f"{path} holds no triangle mesh (a point cloud or an empty file?)")
-    mesh = _merge([_from_trimesh(g) for g in geometries])
-    check_face_indices(mesh.faces, len(mesh.vertices), str(path))
-    return mesh
+    reports = [_repair(g, keep_vertex_order) for g in geometries]
+    usable = [g for g, r in zip(geometries, reports, strict=True) if not r.error]
+    if not usable:
+        raise InputError(f"{path}: mesh cannot be repaired: {reports[0].error}")
+    counts = mesh_hygiene.merge_counts([r for r in reports if not r.error])
+    merged = _merge([_from_trimesh(g) for g in usable])
+    kept = 0
+    if keep_vertex_order:
+        kept = counts.pop("unreferenced_vertices", 0) + counts.pop("non_finite_vertices", 0)
+    repairs = mesh_hygiene.describe(counts)
+    if kept:
+        repairs.append(f"kept {kept} unreferenced vertex(es) (vertex order kept)")
+    merged.repairs = repairs + [f"dropped a part: {r.error}" for r in reports if r.error]
+    return merged
 
 
-def check_face_indices(faces: np.ndarray, vertices: int, what: str) -> None:
-    """:class:`InputError` unless every face index names an existing vertex: numpy would read a
-    negative index from the end of the array and fail later, far from the cause, on a large one."""
-    if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= vertices):
-        raise InputError(f"{what}: face indices must lie in 0..{vertices - 1} (the mesh has {vertices} "
-                         f"vertices), found {int(faces.min())}..{int(faces.max())}")
+def _repair(mesh, keep_vertex_order: bool = False) -> mesh_hygiene.Hygiene:
+    """Apply the shared hygiene decisions with trimesh's own operations (they keep UVs and colours)."""
+    report = mesh_hygiene.inspect(np.asarray(mesh.vertices), np.asarray(mesh.faces))
+    if report.error or not report.counts:
+        return report
+    if report.flip_faces.any():
+        faces = np.asarray(mesh.faces).copy()
+        faces[report.flip_faces] = faces[report.flip_faces][:, [0, 2, 1]]
+        mesh.faces = faces
+    mesh.update_faces(report.keep_faces)
+    if not keep_vertex_order:
+        mesh.remove_unreferenced_vertices()
+    return report
 
 
 def _from_trimesh(mesh) -> ColoredMesh:

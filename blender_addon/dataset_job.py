@@ -154,6 +154,8 @@ class DatasetJob:
         else:
             status = (f"done: {s.rendered_images} images, {s.skipped_views} views skipped, "
                       f"{len(s.failed) + len(s.input_errors)} failed")
+            if s.repaired:
+                status += f", {len(s.repaired)} mesh(es) repaired (subject.json: hygiene)"
         if self.errors and not s.fatal:
             status += f" | {self.errors[-1]}"
         return status

@@ -166,7 +166,7 @@ def run(mesh_path: str | os.PathLike, errors_path: str | os.PathLike, out_dir: s
     ({"blend", "colors", "heatmap"})."""
     from backend.meshio import load_mesh  # the project's environment (trimesh); not Blender's Python
 
-    mesh = load_mesh(mesh_path)
+    mesh = load_mesh(mesh_path, keep_vertex_order=True)  # the per-vertex errors follow the file
     colors = mesh.per_vertex_colors() if mesh.has_colors else None
     patd, pipatd = load_errors(errors_path, len(mesh.vertices))
     name = name or Path(mesh_path).stem

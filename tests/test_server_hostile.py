@@ -423,7 +423,7 @@ def test_gt_meshes_with_bad_face_indices_are_one_line(tmp_path):
     for index in (-5, 99999):
         path = tmp_path / f"bad{index}.ply"
         path.write_text(ply.format(index))
-        with pytest.raises(InputError, match="face indices must lie in 0..2|could not read mesh"):
+        with pytest.raises(InputError, match="out-of-range vertex indices|could not read mesh"):
             load_mesh(path)
 
 

@@ -1,5 +1,8 @@
 """The ``avatex`` command line: one module per subcommand, each with ``configure(parser)`` and ``run(args)``.
 
+A module's ``PATHS`` names its path options; they are made absolute (relative to the current
+directory) before ``run`` (:mod:`backend.cli.paths`).
+
 Subcommand modules must import cheaply (no torch, no bpy at module level) so that ``avatex --help`` and
 the argument parsing of every command stay fast; the work happens inside ``run``.
 """
@@ -41,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"backend.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.configure(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _paths=tuple(getattr(module, "PATHS", ())))
     return parser
 
 
@@ -51,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from backend.cli.paths import resolve
+
+    resolve(args, args._paths)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

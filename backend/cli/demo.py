@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 HELP = "end-to-end demo on a held-out avatar (render, reconstruct, audit, .blend)"
+PATHS = ("out", "avatar", "checkpoint")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "PATD/PIPATD (per vertex) and geometry metrics of a reconstructed mesh against its GT mesh"
+PATHS = ("pred", "gt", "out")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
     cm_per_unit = args.cm_per_unit
     if args.subject_height is not None:
         cm_per_unit = cm_per_canonical_unit(args.subject_height)
-    pred = load_mesh(args.pred)
+    pred = load_mesh(args.pred, keep_vertex_order=True)  # --out's per-vertex arrays follow the file
     gt = load_mesh(args.gt)
+    for path, mesh in ((args.pred, pred), (args.gt, gt)):
+        if mesh.repairs:
+            print(f"avatex evaluate: {path}: mesh repaired: {'; '.join(mesh.repairs)}", file=sys.stderr)
     bar = tqdm(total=100, desc="evaluate", file=sys.stderr, disable=None,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 

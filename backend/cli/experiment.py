@@ -15,6 +15,7 @@ import argparse
 import sys
 
 HELP = "reproduce the seed's experiment: synth, render, baseline + L1/patch-SSIM fine-tunes, table, report"
+PATHS = ("out", "data", "meshes")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

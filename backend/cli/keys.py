@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 HELP = "make CurveZMQ key pairs for remote use of the server"
+PATHS = ("out",)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 HELP = "reconstruct a coloured mesh from one image (PIFu)"
+PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

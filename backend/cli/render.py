@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
           f"{summary.skipped_views} finished views skipped, {len(summary.failed)} subject(s) failed, "
           f"{len(summary.input_errors)} input error(s); {summary.images_per_minute:.1f} images/min "
           f"in {summary.wall_seconds:.0f} s -> {request.out}")
+    for sid, repairs in summary.repaired.items():
+        print(f"  repaired {sid}: {'; '.join(repairs)}")
     for sid, message in summary.failed.items():
         print(f"  failed {sid}: {message}")
     return summary.exit_code

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 HELP = "run the backend server for Blender and scripts (ZeroMQ)"
+PATHS = ("keys", "root", "state")
 
 
 def default_state_dir() -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "generate sample avatars (anny bodies with painted clothes) as textured OBJ + coloured PLY"
+PATHS = ("out",)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "evaluate checkpoints on a dataset's test split per lighting level and write the results table"
+PATHS = ("runs", "data", "out", "blender")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 HELP = "train / fine-tune PIFu (L1 or 3D patch-wise SSIM colour loss), resumable, multi-GPU"
+PATHS = ("data", "out", "config", "init_g", "init_c", "init", "resume")
 
 
 # TrainConfig fields with a flag of their own, by group; every other field is reachable with --set.

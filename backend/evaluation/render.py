@@ -56,7 +56,7 @@ def run_render_job(job: dict[str, Any], job_path: str | Path, *, blender: str | 
     err_path = Path(job_path).with_suffix(".stderr.log")
     with open(err_path, "wb") as err:  # a file, not a pipe: a chatty Blender cannot block on it
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                text=True, bufsize=1, cwd=str(ROOT))
+                                text=True, bufsize=1)
     final: dict[str, Any] | None = None
     fatal: str | None = None
     total = 0

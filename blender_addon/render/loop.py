@@ -63,6 +63,7 @@ def write_subject_files(sdir: Path, subject: Subject, rig: materials.MaterialRig
                              "attribute": s.attribute or None}
                       for name, s in rig.sources.items()},
         "notes": gt.notes,
+        "hygiene": subject.hygiene or {"counts": {}, "actions": [], "objects": {}},
     }
     atomic.write_json(sdir / layout.SUBJECT_JSON, meta)
     return meta
@@ -198,6 +199,7 @@ def render_subject(root: Path, sid: str, source: Path, settings: RenderSettings,
         stats["rendered_views"] += 1
         stats["rendered_images"] += 1 + len(settings.levels)
         emit({"event": "view_done", "subject": sid, "view": view.index})
+    stats["repairs"] = (renderer.subject.hygiene or {}).get("actions", [])
     stats["render_seconds"] = round(renderer.rig.render_seconds, 4)
     stats["wall_seconds"] = round(time.perf_counter() - t0, 4)
     return stats

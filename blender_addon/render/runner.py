@@ -58,6 +58,8 @@ def _human(e: dict[str, Any]) -> str | None:
                 f"render ({e['images_pending']} images)")
     if kind == "subject_start":
         return f"[avatex] {e['subject']}: {e['source']}"
+    if kind == "subject_done" and e.get("repairs"):
+        return f"[avatex] {e['subject']}: mesh repaired: {'; '.join(e['repairs'])}"
     if kind == "view_done":
         return f"[avatex]   {e['subject']} view {e['view']} done"
     if kind in ("subject_failed", "input_error", "fatal"):

@@ -22,9 +22,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from avatex_core import canonical
+from avatex_core import canonical, mesh_hygiene
 from avatex_core.lighting import linear_to_srgb, srgb_to_linear
 
+from . import hygiene as hygiene_mod
 from . import materials as materials_mod
 from .gtmesh import GTMesh
 from .pngio import encode_png
@@ -49,6 +50,7 @@ class Subject:
     vertex_count: int
     face_count: int
     canonical_vertices: np.ndarray  # (N, 3) float32, evaluated: what the camera sees (render regions)
+    hygiene: dict | None = None  # what repair_meshes changed (subject.json "hygiene")
 
 
 def reset_scene():
@@ -117,6 +119,36 @@ def _smooth_if_normalless(mesh) -> None:
         mesh.shade_smooth()
 
 
+def repair_meshes(path: Path, meshes: list) -> tuple[list, dict]:
+    """Repair every imported mesh (avatex_core.mesh_hygiene); returns (usable objects, record).
+
+    An object with nothing usable left is named in the record (the caller removes it); when that leaves
+    no object, the subject fails with one line naming the mesh and its problem.
+    """
+    reports, per_object, dropped, usable = [], {}, {}, []
+    done: dict[int, mesh_hygiene.Hygiene] = {}
+    for ob in meshes:
+        key = ob.data.as_pointer()  # a mesh shared by several objects is repaired once
+        report = done.get(key) or hygiene_mod.repair(ob.data, ob)
+        if key not in done:
+            done[key] = report
+            reports.append(report)
+        if report.error:
+            dropped[ob.name] = report.error
+            continue
+        usable.append(ob)
+        if report.actions():
+            per_object[ob.name] = report.actions()
+    if not usable:
+        name, problem = next(iter(dropped.items()))
+        raise SubjectError(f"{path}: mesh {name!r} cannot be repaired: {problem}")
+    counts = mesh_hygiene.merge_counts([r for r in reports if not r.error])
+    record = {"counts": counts, "actions": mesh_hygiene.describe(counts), "objects": per_object}
+    if dropped:
+        record["dropped_objects"] = dropped
+    return usable, record
+
+
 def load_subject(sid: str, path: Path, up: str = "auto") -> Subject:
     """Import ``path`` into the (fresh) scene and place it in canonical space."""
     path = Path(path)
@@ -129,6 +161,11 @@ def load_subject(sid: str, path: Path, up: str = "auto") -> Subject:
     if not meshes:
         raise SubjectError(f"{path}: holds no mesh (objects found: "
                            f"{', '.join(sorted(ob.type for ob in objects)) or 'none'})")
+    meshes, repairs = repair_meshes(path, meshes)
+    unusable = set(repairs.get("dropped_objects", ()))
+    for ob in [ob for ob in objects if ob.name in unusable]:
+        objects.remove(ob)
+        bpy.data.objects.remove(ob)
     for ob in meshes:
         _smooth_if_normalless(ob.data)
     depsgraph = bpy.context.evaluated_depsgraph_get()
@@ -155,7 +192,7 @@ def load_subject(sid: str, path: Path, up: str = "auto") -> Subject:
             ob.matrix_parent_inverse = Matrix.Identity(4)
     bpy.context.view_layer.update()
     return Subject(sid, path, objects, meshes, root, norm, source_from_blender, len(verts), faces,
-                   norm.apply(source).astype(np.float32))
+                   norm.apply(source).astype(np.float32), repairs)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def audit_images(jobs: list[dict[str, Any]], work: Path, timeout: float = 1800.0
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run([sys.executable, "-c", _AUDIT_DRIVER, str(ROOT), str(job_file)],
-                          capture_output=True, text=True, timeout=timeout, cwd=str(ROOT), env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip()[-600:]
         raise InputError(f"render_scripts/audit_blend.py failed: {tail}")
