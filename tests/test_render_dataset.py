@@ -10,7 +10,7 @@ import pytest
 
 from avatex_core import canonical
 from backend.data.dataset import Dataset, DatasetError
-from tests.test_render_meshes import (
+from tests.helpers.render import (
     avatar,
     broken_files,
     cli,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.data.dataset import Dataset
-from tests.test_render_meshes import avatar
+from tests.helpers.render import avatar
 
 pytestmark = pytest.mark.blender
 

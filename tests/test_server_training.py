@@ -17,7 +17,7 @@ import pytest
 from avatex_core.client import Client
 from backend.models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURES, ROOT
-from tests.test_server_support import spawn_avatex_serve
+from tests.helpers.server import spawn_avatex_serve
 from tests.tiny_models import TINY
 
 STEPS, EVERY = 80, 10
