@@ -1,4 +1,5 @@
-"""Shared test fixtures: paths to the committed sample avatars and small helpers."""
+"""Shared test fixtures: paths to the committed sample avatars, and the `slow` marking of tests whose
+module fixture is itself slow. Shared helper code lives in ``tests/helpers/``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 # Keep torch/numpy from oversubscribing the 2 CI cores when tests spawn subprocesses.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SLOW_FIXTURES = {
+    ("test_render_dataset.py", "rendered"),   # a whole `avatex render` run, bad meshes among good ones
+    ("test_evaluation.py", "evaluated"),      # evaluating two trained models on every level
+}
+"""(module, fixture) pairs that take more than ~5 s to build: every test using one is ``slow``, so
+``scripts/test.sh --fast`` does not pay for the fixture."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.name
+        if any((module, name) in SLOW_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,7 @@ def test_point_to_surface_is_exact_against_brute_force():
     np.testing.assert_allclose(np.linalg.norm(points - cp, axis=1), d, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_point_to_surface_agrees_with_dense_sampling():
     """An independent check: distance to 200k surface samples is never below the exact distance."""
     v, f = icosphere(3)

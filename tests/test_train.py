@@ -146,6 +146,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run_bitwise(reference):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(reference):
     work = reference["work"]
     run = work / "ddp"
@@ -190,6 +191,7 @@ def _weights_at_init(cfg: dict) -> dict[str, torch.Tensor]:
         {f"net_c.{k}": v for k, v in model.net_c.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_should_stop_checkpoints_then_cancels(relit, tmp_path):
     run = tmp_path / "stopped"
     cfg = _base_config(relit, run, tmp_path / "cache", steps=5, val_subjects=0, workers=0, patches=8,
