@@ -17,6 +17,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 SLOW_FIXTURES = {
     ("test_render_dataset.py", "rendered"),   # a whole `avatex render` run, bad meshes among good ones
     ("test_evaluation.py", "evaluated"),      # evaluating two trained models on every level
+    ("test_recon_grid.py", "body"),           # a dense-grid evaluation of the analytic body, two sharpnesses
+    ("test_render_lighting.py", "sphere"),    # a sphere rendered under all seven lighting levels
+    ("test_render_resume.py", "reference"),   # an uninterrupted reference render to compare against
 }
 """(module, fixture) pairs that take more than ~5 s to build: every test using one is ``slow``, so
 ``scripts/test.sh --fast`` does not pay for the fixture."""

@@ -359,6 +359,7 @@ def test_launcher_validates_its_inputs(tmp_path):
         "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_launcher_starts_a_real_backend_that_answers_then_stops(tmp_path):
     from avatex_core.client import Client
 
@@ -418,6 +419,7 @@ def test_build_script_module_derives_pip_arguments_from_wheel_names():
 
 
 # -------------------------------------------------------------------------------- headless script
+@pytest.mark.slow
 def test_audit_blend_script_writes_the_blend_and_both_images(tmp_path):
     import json
     import subprocess

@@ -215,6 +215,7 @@ def test_timer_ticks_stay_bounded_while_a_million_vertex_result_streams_in(linux
     assert result["max_tick"] < result["work_total"] / 3, result
 
 
+@pytest.mark.slow
 def test_cancel_while_importing_leaves_nothing_behind(linux_zip, tmp_path):
     result = run_extension_scenario(linux_zip, "large:cancel_while_importing", tmp_path,
                                     mesh=save_mesh_npz(tmp_path / "torus.npz", *torus(300, 300)))

@@ -131,6 +131,7 @@ def test_each_child_collection_is_a_subject(panel, props):
         bpy.data.collections.remove(crowd)
 
 
+@pytest.mark.slow
 def test_cancel_keeps_finished_views_and_a_rerun_resumes(panel, props):
     props.views, props.step = 6, 60.0
     assert bpy.ops.avatex.render_dataset() == {"FINISHED"}

@@ -175,6 +175,7 @@ def test_failed_handler_is_an_error_reply_and_the_server_keeps_serving(tmp_path)
         assert client.call("ping").result["time"] > 0
 
 
+@pytest.mark.slow
 def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpoint(tmp_path):
     """The server-side mechanism (job records + resume) with the checkpointing ``count`` job; the same
     against a real training job is tests/test_server_training.py."""
@@ -311,6 +312,7 @@ def test_one_server_per_state_folder(tmp_path):
         assert server.endpoint
 
 
+@pytest.mark.slow
 def test_clean_shutdown_interrupts_a_resumable_job_and_the_next_start_resumes_it(tmp_path):
     state, root = tmp_path / "state", tmp_path / "root"
     root.mkdir()
