@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import trimesh
 
 bpy = pytest.importorskip("bpy")
 
@@ -21,6 +22,7 @@ from blender_addon import audit, images, materials, operators, runtime, tasks  #
 from blender_addon import mesh_import as mi  # noqa: E402
 from blender_addon.local_backend import LaunchError, LocalBackend, serve_command  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
+from tests.helpers.meshes import grid, mesh_arrays  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -41,14 +43,10 @@ def empty_scene(addon):
 
 
 def grid_mesh(name: str = "recon", n: int = 20, colors: np.ndarray | None = None):
-    x, y = np.meshgrid(np.arange(n, dtype=np.float32), np.arange(n, dtype=np.float32), indexing="ij")
-    verts = np.stack([x.ravel(), y.ravel(), np.zeros(n * n, np.float32)], -1) / n
-    i, j = np.arange(n - 1)[:, None], np.arange(n - 1)[None, :]
-    a, b, c, d = i * n + j, (i + 1) * n + j, (i + 1) * n + j + 1, i * n + j + 1
-    tris = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    verts, tris = grid(n)
     if colors is None:
         colors = np.random.default_rng(0).random((n * n, 3), dtype=np.float32)
-    obj = mi.import_mesh(name, verts, tris.astype(np.int32), colors)
+    obj = mi.import_mesh(name, verts, tris, colors)
     materials.assign_single_material(obj, materials.attribute_material(materials.COLORS_MATERIAL, "Col"))
     return obj
 
@@ -372,6 +370,7 @@ def test_launcher_validates_its_inputs(tmp_path):
         "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_launcher_starts_a_real_backend_that_answers_then_stops(tmp_path):
     from avatex_core.client import Client
 
@@ -431,6 +430,7 @@ def test_build_script_module_derives_pip_arguments_from_wheel_names():
 
 
 # -------------------------------------------------------------------------------- headless script
+@pytest.mark.slow
 def test_audit_blend_script_writes_the_blend_and_both_images(tmp_path):
     import json
     import subprocess
@@ -439,15 +439,12 @@ def test_audit_blend_script_writes_the_blend_and_both_images(tmp_path):
 
     from backend.meshio import save_mesh
 
-    n = 24
-    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n, endpoint=False), np.linspace(0.2, np.pi - 0.2, n),
-                       indexing="ij")
-    verts = np.stack([np.sin(v) * np.cos(u), np.cos(v) * 1.5, np.sin(v) * np.sin(u)], -1).reshape(-1, 3)
-    i, j = np.arange(n)[:, None], np.arange(n - 1)[None, :]
-    a, b, c, d = i * n + j, ((i + 1) % n) * n + j, ((i + 1) % n) * n + j + 1, i * n + j + 1
-    tris = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    # A standing capsule (y-up, like a person in the canonical space).
+    body = trimesh.creation.capsule(height=1.4, radius=0.8, count=[24, 24])
+    body.apply_transform(trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0]))
+    verts, tris = mesh_arrays(body)
     colors = np.tile(np.array([[0.8, 0.3, 0.2]], np.float32), (len(verts), 1))
-    save_mesh(tmp_path / "person.ply", verts.astype(np.float32), tris.astype(np.int32), colors)
+    save_mesh(tmp_path / "person.ply", verts, tris, colors)
     patd = np.linspace(0, 25, len(verts)).astype(np.float32)
     np.savez(tmp_path / "errors.npz", patd=patd, pipatd=patd / 2)
     out = tmp_path / "out"

@@ -11,8 +11,7 @@ import pytest
 import zmq
 
 from avatex_core.client import BackendError, Client, CurveKeys
-from tests.test_server_jobs import Events
-from tests.test_server_support import running_server, spawn_test_server
+from tests.helpers.server import Events, running_server, spawn_test_server
 
 
 def free_port() -> int:
@@ -210,33 +209,18 @@ def test_a_request_over_the_backend_s_limit_is_refused_before_sending():
         assert client.pending == [] and client.call("ping").result["time"] > 0
 
 
-_NO_THREADS = r"""
-import sys, threading, numpy as np
-from avatex_core.client import Client
-client = Client(sys.argv[1])
-big = np.arange(3_000_000, dtype=np.float32)
-rid = client.submit("echo", {}, {"a": big})
-done = None
-while done is None:
-    for event in client.poll(0.01):
-        if event.id == rid and event.final:
-            done = event
-assert np.array_equal(done.arrays["a"], big)
-client.close()
-print(sorted(t.name for t in threading.enumerate()))
-"""
-
-
 def test_the_client_runs_no_python_threads_by_default(tmp_path):
     """Blender forbids Python threads: the default client must not start any (not even pyzmq's gc)."""
     import subprocess
     import sys
 
     from tests.conftest import ROOT
+    from tests.helpers.scenarios import SCENARIOS
 
     server = spawn_test_server("--state", str(tmp_path))
     try:
-        proc = subprocess.run([sys.executable, "-c", _NO_THREADS, server.endpoint], cwd=ROOT,
+        script = SCENARIOS / "scenario_client_threads.py"
+        proc = subprocess.run([sys.executable, str(script), server.endpoint], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "['MainThread']"

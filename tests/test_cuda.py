@@ -29,9 +29,8 @@ from backend.models.device import resolve_device
 from backend.recon import reconstruct
 from backend.recon.analytic import body_image
 from backend.train.loop import Objective, configure_trainable, make_optimizers
-from tests.test_ciede2000 import EXPECTED, LAB1, LAB2
-from tests.test_recon import silhouette_pifu
-from tests.test_train_unit import _batch, _cfg
+from tests.helpers.models import silhouette_pifu, train_config, training_batch
+from tests.helpers.sharma import EXPECTED, LAB1, LAB2
 from tests.tiny_models import TINY, tiny_config
 
 pytestmark = pytest.mark.cuda
@@ -69,11 +68,11 @@ def test_reconstruction_on_cuda_matches_the_cpu():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_amp_colour_step_on_cuda_agrees_with_fp32_and_trains(dtype):
-    cfg = _cfg(stage="color", loss="l1+ssim")
+    cfg = train_config(stage="color", loss="l1+ssim")
     torch.manual_seed(0)
     ref = PIFu(tiny_config()).cuda()
     model = copy.deepcopy(ref)
-    batch = {k: v.cuda() for k, v in _batch(b=4, m=8, n=200).items()}
+    batch = {k: v.cuda() for k, v in training_batch(b=4, m=8, n=200).items()}
     losses = {}
     for name, m in (("fp32", ref), ("amp", model)):
         configure_trainable(m, cfg)

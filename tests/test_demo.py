@@ -18,23 +18,7 @@ import pytest
 from backend.demo import DEFAULT_CHECKPOINT
 from backend.meshio import load_mesh
 from tests.conftest import FIXTURES, ROOT
-
-_READ_BLEND = r"""
-import json, sys
-import bpy
-import numpy as np
-bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
-obj = bpy.data.objects["reconstruction"]
-mesh = obj.data
-out = {"vertices": len(mesh.vertices), "color_attributes": [a.name for a in mesh.color_attributes],
-       "active_color": mesh.color_attributes.active_color_name,
-       "materials": [m.name for m in mesh.materials if m]}
-for name in ("patd", "pipatd"):
-    values = np.empty(len(mesh.vertices), np.float32)
-    mesh.attributes[name].data.foreach_get("value", values)
-    np.save(sys.argv[2] + f"/{name}.npy", values)
-print("RESULT" + json.dumps(out))
-"""
+from tests.helpers.scenarios import SCENARIOS, result_of
 
 
 @pytest.mark.slow
@@ -66,10 +50,9 @@ def test_demo_runs_the_whole_thin_path_and_the_blend_holds_the_backends_values(t
         assert (out / image).stat().st_size > 10_000
 
     blend = str(out / "reconstruction.blend")
-    read = subprocess.run([sys.executable, "-c", _READ_BLEND, blend, str(tmp_path)],
+    read = subprocess.run([sys.executable, str(SCENARIOS / "scenario_read_blend.py"), blend, str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
-    assert read.returncode == 0, read.stderr[-3000:]
-    info = json.loads(read.stdout.split("RESULT", 1)[1].splitlines()[0])
+    info = result_of(read)
     assert info["vertices"] == n
     assert info["active_color"] == "avatex_heatmap" and "Col" in info["color_attributes"]
     assert info["materials"], "the heatmap material is missing"

@@ -149,6 +149,7 @@ def test_gt_in_framed_space_projects_onto_the_framed_mask(relit, view):
     assert (covered > 0).mean() > 0.98
 
 
+@pytest.mark.slow
 def test_gt_pushed_through_the_reconstruction_path_lands_on_the_gt(relit):
     """A GT-perfect 'reconstruction' made in the framed space by the real grid + marching cubes, with
     GT colours, comes back onto the GT: PATD ~ 0 and Chamfer within a voxel."""
@@ -406,6 +407,7 @@ def test_bad_inputs(relit, checkpoints, tmp_path):
         evaluate_runs({"X": tmp_path / "junk.pt"}, relit, image_metrics=False)
 
 
+@pytest.mark.slow
 def test_run_folder_means_its_last_checkpoint(relit, checkpoints, tmp_path):
     run = tmp_path / "run" / "checkpoints"
     run.mkdir(parents=True)

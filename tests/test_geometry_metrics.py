@@ -104,6 +104,7 @@ def test_figures_equal_igl_on_the_same_samples():
     assert 0.01 < m.chamfer < 0.1 and 0.5 < m.normal_consistency < 1.0
 
 
+@pytest.mark.slow
 def test_point_to_surface_agrees_with_dense_sampling():
     """An independent check: distance to 200k surface samples is never below the exact distance."""
     v, f = icosphere(3)

@@ -8,6 +8,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from blender_addon import mesh_import as mi  # noqa: E402
+from tests.helpers.meshes import torus  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -16,17 +17,6 @@ pytestmark = pytest.mark.blender
 def empty_scene():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     yield
-
-
-def torus(n: int = 24, m: int = 16):
-    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n, endpoint=False),
-                       np.linspace(0, 2 * np.pi, m, endpoint=False), indexing="ij")
-    r = 1 + 0.3 * np.cos(v)
-    verts = np.stack([r * np.cos(u), r * np.sin(u), 0.3 * np.sin(v)], -1).reshape(-1, 3).astype(np.float32)
-    i, j = np.arange(n)[:, None], np.arange(m)[None, :]
-    a, b, c, d = i * m + j, ((i + 1) % n) * m + j, ((i + 1) % n) * m + (j + 1) % m, i * m + (j + 1) % m
-    tris = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
-    return verts, tris.astype(np.int32)
 
 
 def edge_set(mesh) -> set[tuple[int, int]]:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy.spatial import cKDTree
 
@@ -22,46 +21,7 @@ from backend.recon import Reconstruction, reconstruct
 from backend.recon.analytic import body_image
 from backend.recon.framing import frame_subject
 from backend.recon.mesh import signed_volume
-from tests.tiny_models import compact_config
-
-HALF_THICKNESS = 0.15
-
-
-def silhouette_pifu(image: np.ndarray, seed: int = 0) -> PIFu:
-    """A small PIFu with random encoders whose geometry MLP is *set* (not trained) to a body-shaped field.
-
-    A linear probe on the random hourglass features, fitted in closed form to the subject mask, gives a
-    score s(x, y) > 0 inside the silhouette; the MLP computes sigmoid(K (s - |z| / t)) with its own
-    layers (leaky-ReLU pass-through units), so occupancy is the silhouette extruded to |z| < t: a closed
-    body-shaped surface produced by the real network code path. The colour net keeps random weights.
-    """
-    torch.manual_seed(seed)
-    model = PIFu(compact_config()).eval()
-    framed = frame_subject(image, size=model.config.load_size)
-    img = torch.from_numpy(framed.network_input())
-    mask = torch.from_numpy(framed.mask[None, None])
-    with torch.no_grad():
-        model.encode(img)
-        feat = model.net_g.get_im_feat()[0]
-        c, h, w = feat.shape
-        target = F.adaptive_avg_pool2d(mask, (h, w))[0, 0].reshape(-1).double() * 2 - 1
-        x = torch.cat([feat.reshape(c, -1).t(), torch.ones(h * w, 1)], 1).double()
-        probe = torch.linalg.solve(x.t() @ x + 1e-3 * torch.eye(c + 1, dtype=torch.float64), x.t() @ target)
-        mlp = model.net_g.surface_classifier
-        for m in mlp.modules():
-            if isinstance(m, torch.nn.Conv1d):
-                m.weight.zero_()
-                m.bias.zero_()
-        mlp.conv0.weight[0, :c, 0] = probe[:c].float()
-        mlp.conv0.bias[0] = probe[c].float()
-        mlp.conv0.weight[1, c, 0] = 1.0   # +z
-        mlp.conv0.weight[2, c, 0] = -1.0  # -z
-        for layer in (1, 2, 3):
-            for unit in range(3):
-                mlp._modules[f"conv{layer}"].weight[unit, unit, 0] = 1.0
-        k, zw = 20.0, 20.0 / (model.config.depth_scale * HALF_THICKNESS)
-        mlp.conv4.weight[0, :3, 0] = torch.tensor([k, -zw, -zw])
-    return model
+from tests.helpers.models import HALF_THICKNESS, silhouette_pifu
 
 
 @pytest.fixture(scope="module")

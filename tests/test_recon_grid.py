@@ -80,6 +80,7 @@ def test_surface_tracking_evaluates_both_ends_of_every_crossing_edge(body):
     assert all(lv["rounds"] >= 1 and lv["points"] >= lv["seeds"] for lv in fine.levels[1:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_coarse_to_fine_follows_a_body_moved_turned_and_scaled_against_the_lattice(seed):
     """Thin parts land anywhere between lattice points: the tracked grid still matches the dense one."""
@@ -99,6 +100,7 @@ def test_coarse_to_fine_follows_a_body_moved_turned_and_scaled_against_the_latti
     assert fine.points_evaluated < 0.032 * dense.points_evaluated  # the dilation-based schedule: 0.030-0.038
 
 
+@pytest.mark.slow
 def test_coarse_to_fine_matches_dense_on_the_shipped_trained_checkpoint():
     """A real PIFu field (the demo's trained checkpoint) rather than an analytic one. On this input the
     net also makes a faint one-voxel floater (36 lattice points just above 0.5, away from the body):

@@ -16,7 +16,7 @@ from avatex_core import canonical
 from avatex_core.lighting import PAPER_LEVELS
 from backend.data.dataset import Dataset, DatasetError
 from tests.conftest import ROOT
-from tests.test_render_meshes import (
+from tests.helpers.render import (
     avatar,
     broken_files,
     cli,

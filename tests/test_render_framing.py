@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.data.dataset import Dataset
-from tests.test_render_meshes import avatar, render
+from tests.helpers.render import avatar, render
 
 pytestmark = pytest.mark.blender
 

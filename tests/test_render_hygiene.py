@@ -12,7 +12,7 @@ import pytest
 from avatex_core import dataset_layout as layout
 from backend.data.dataset import Dataset
 from tests import real_assets
-from tests.test_render_meshes import read_rgba, render
+from tests.helpers.render import read_rgba, render
 
 pytestmark = pytest.mark.blender
 

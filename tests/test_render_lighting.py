@@ -8,7 +8,7 @@ import pytest
 
 from avatex_core.lighting import PAPER_LEVELS, linear_to_srgb, srgb_to_linear
 from backend.data.dataset import Dataset
-from tests.test_render_meshes import read_rgba, render, sphere_ply
+from tests.helpers.render import read_rgba, render, sphere_ply
 
 pytestmark = pytest.mark.blender
 
@@ -113,6 +113,7 @@ def test_hdri_level_records_its_environment(sphere):
     assert blender["world_strength"] > 0 and blender["environment_mean_radiance"] > 0
 
 
+@pytest.mark.slow
 def test_recorded_parameters_re_render_the_same_image(sphere, tmp_path):
     for view, level in ((1, "wild"), (0, "hdri"), (1, "side"), (0, "albedo")):
         out = tmp_path / f"{view}_{level}.png"

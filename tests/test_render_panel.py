@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.data.dataset import Dataset
-from tests.test_render_meshes import avatar
+from tests.helpers.render import avatar
 
 pytestmark = pytest.mark.blender
 
@@ -132,6 +132,7 @@ def test_each_child_collection_is_a_subject(panel, props):
         bpy.data.collections.remove(crowd)
 
 
+@pytest.mark.slow
 def test_cancel_keeps_finished_views_and_a_rerun_resumes(panel, props):
     props.views, props.step = 6, 60.0
     assert bpy.ops.avatex.render_dataset() == {"FINISHED"}

@@ -18,7 +18,7 @@ from avatex_core import dataset_layout as layout
 from avatex_core.render_jobs import VIEW_DONE, parse_event_line
 from backend.data.dataset import Dataset
 from tests.conftest import ROOT
-from tests.test_render_meshes import SCRIPT, avatar, events_of, read_rgba, render
+from tests.helpers.render import SCRIPT, avatar, events_of, read_rgba, render
 
 pytestmark = pytest.mark.blender
 
@@ -147,6 +147,7 @@ def _worker_pids(out) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc to find the worker")
 def test_a_crashing_worker_fails_only_its_subject(tmp_path):
     """Blender dying inside a subject (importer crash, out of memory): that subject is reported, a fresh

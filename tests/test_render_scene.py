@@ -3,7 +3,6 @@ instance anchor. Each check runs Blender (the bpy wheel) in its own process."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,55 +10,18 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_render_meshes import avatar
+from tests.helpers.render import avatar
+from tests.helpers.scenarios import SCENARIOS, result_of
 
 pytestmark = pytest.mark.blender
 
-SNIPPET = r"""
-import json, sys
-from pathlib import Path
-import bpy, numpy as np
-from PIL import Image
-from avatex_core.render_settings import RenderSettings, View
-from blender_addon.render.loop import SubjectRenderer
-
-mesh, out, denoise = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
-settings = RenderSettings(resolution=96, samples=8, levels=("wild",), denoise=denoise)
-r = SubjectRenderer("a", Path(mesh), settings)
-light = {"level": "wild", "kind": "point", "position_camera": [1.0, 1.0, 0.4], "ambient": 0.3,
-         "diffuse": 0.7, "color": [1.0, 1.0, 1.0], "radius": 0.0, "falloff": "constant"}
-view = View(1, 45.0, 0.0)
-def shot(name):
-    r.render_lit(view, light, out / name, 5)
-    return np.asarray(Image.open(out / name)).astype(int)
-base = shot("base.png")
-anchors = [o for o in bpy.data.objects if o.name.startswith("avatex_anchor_")]
-for o in anchors:
-    bpy.data.objects.remove(o)
-no_anchor = shot("no_anchor.png")
-r.region = lambda v: None
-full = shot("full.png")
-result = {"anchors": len(anchors),
-          "anchor_max": int(np.abs(base - no_anchor).max()),
-          "anchor_frac": float((base != no_anchor).mean()),
-          "region_max": int(np.abs(no_anchor - full).max()),
-          "region_mean": float(np.abs(no_anchor - full).mean()),
-          "outside_alpha": int(full[..., 3][:, :20].max())}
-from blender_addon.render.scene import render_result_pixels
-result["readback_equal"] = bool(np.array_equal(render_result_pixels(bpy.context.scene), full))
-print("RESULT " + json.dumps(result))
-"""
-
 
 def _run(tmp_path, denoise: bool) -> dict:
-    script = tmp_path / "check.py"
-    script.write_text(SNIPPET)
+    script = SCENARIOS / "scenario_render_region.py"
     proc = subprocess.run([sys.executable, str(script), str(avatar("avatar_0000", ".obj")), str(tmp_path),
                            "1" if denoise else "0"], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return result_of(proc)
 
 
 def test_region_and_anchor_do_not_change_the_path_traced_pixels(tmp_path):

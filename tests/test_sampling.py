@@ -10,6 +10,7 @@ from backend.data import inside as inside_mod
 from backend.data import sampling
 from backend.errors import InputError
 from backend.meshio import ColoredMesh
+from tests.helpers.meshes import grid
 
 
 def _sphere(subdivisions: int = 4, radius: float = 0.5) -> ColoredMesh:
@@ -21,17 +22,10 @@ def _sphere(subdivisions: int = 4, radius: float = 0.5) -> ColoredMesh:
 
 def _plane(n: int = 40, size: float = 1.0) -> ColoredMesh:
     """A flat n x n grid in z = 0, normals +z, colour linear in x and y."""
-    r = np.linspace(-size / 2, size / 2, n)
-    xx, yy = np.meshgrid(r, r, indexing="xy")
-    v = np.stack([xx.ravel(), yy.ravel(), np.zeros(n * n)], axis=1)
-    faces = []
-    for i in range(n - 1):
-        for j in range(n - 1):
-            a, b, c, d = i * n + j, i * n + j + 1, (i + 1) * n + j, (i + 1) * n + j + 1
-            faces += [[a, b, d], [a, d, c]]
+    verts, tris = grid(n, size)
+    v = verts.astype(np.float64)
     colors = np.stack([0.5 + v[:, 0] / size, 0.5 + v[:, 1] / size, np.full(n * n, 0.25)], 1)
-    return ColoredMesh(vertices=v, faces=np.asarray(faces, dtype=np.int64),
-                       vertex_colors=colors.astype(np.float32))
+    return ColoredMesh(vertices=v, faces=tris.astype(np.int64), vertex_colors=colors.astype(np.float32))
 
 
 # -- inside / outside ----------------------------------------------------------------------------------

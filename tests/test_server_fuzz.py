@@ -19,7 +19,7 @@ import zmq
 
 from avatex_core import protocol
 from avatex_core.client import Client
-from tests.test_server_support import running_server
+from tests.helpers.server import running_server
 
 COUNT = 10_000
 BATCH = 500
@@ -157,6 +157,7 @@ def mutated_message(rng: np.random.Generator, rid: str) -> list[bytes]:
 
 
 @pytest.mark.timeout(120)   # bounded: about 5 s here
+@pytest.mark.slow
 def test_ten_thousand_bad_messages_each_get_one_error_and_the_server_survives():
     rng = np.random.default_rng(20261123)
     with running_server(max_queue=4) as server:

@@ -28,7 +28,7 @@ from backend.models.checkpoint import FORMAT, load_checkpoint, read_state_dict, 
 from backend.server import ops
 from backend.server.paths import PathError, write_output
 from backend.server.schema import MODEL_CONFIG, TRAIN_CONFIG
-from tests.test_server_support import running_server, spawn_test_server
+from tests.helpers.server import running_server, spawn_test_server
 from tests.tiny_models import tiny_config
 
 MiB = 1 << 20
@@ -508,7 +508,7 @@ def test_a_training_job_killed_before_its_first_checkpoint_starts_again_and_fini
     import sys
 
     from tests.conftest import FIXTURES, ROOT
-    from tests.test_server_support import finish_after_restart, follow_training, spawn_avatex_serve
+    from tests.helpers.server import finish_after_restart, follow_training, spawn_avatex_serve
     from tests.tiny_models import TINY
 
     root, state, steps = tmp_path / "root", tmp_path / "state", 12

@@ -11,42 +11,13 @@ import pytest
 
 from avatex_core.client import BackendError, Client
 from avatex_core.protocol import new_owner_secret
-from tests.test_server_support import running_server, spawn_avatex_serve, spawn_test_server
+from tests.helpers.server import Events, running_server, spawn_avatex_serve, spawn_test_server
 
 # Jobs belong to the owner secret that started them: the tests that come back with a new client (after a
 # disconnect or a server restart) come back as the same owner, as the add-on does.
 OWNER = new_owner_secret()
 
 
-class Events:
-    """Collects a client's events per request id, so waiting on one request loses no other's."""
-
-    def __init__(self, client: Client):
-        self.client = client
-        self.by_id: dict[str | None, list] = {}
-
-    def _pump(self) -> None:
-        for event in self.client.poll(0.05):
-            self.by_id.setdefault(event.id, []).append(event)
-
-    def wait(self, rid: str, timeout: float = 30.0) -> list:
-        """Every event of request ``rid`` up to and including its final one."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            events = self.by_id.get(rid, [])
-            if events and events[-1].final:
-                return events
-            self._pump()
-        raise AssertionError(f"no final event for {rid}; got {[e.type for e in self.by_id.get(rid, [])]}")
-
-    def first(self, rid: str, stage: str | None = None, timeout: float = 30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.by_id.get(rid, []):
-                if stage is None or event.stage == stage:
-                    return event
-            self._pump()
-        raise AssertionError(f"no event {stage} for {rid}")
 
 
 def wait_for(client: Client, rid: str, timeout: float = 30.0) -> list:
@@ -55,6 +26,14 @@ def wait_for(client: Client, rid: str, timeout: float = 30.0) -> list:
 
 def wait_for_first(client: Client, rid: str):
     return Events(client).first(rid)
+
+
+def test_count_operation_is_registered_beside_the_real_ones():
+    from backend.server import OPERATIONS
+    from tests.helpers.server import TEST_OPERATIONS
+
+    assert set(OPERATIONS) < set(TEST_OPERATIONS)
+    assert TEST_OPERATIONS["count"].resumable and not TEST_OPERATIONS["light"].device
 
 
 def test_job_streams_progress_then_returns_result_and_arrays():
@@ -203,6 +182,7 @@ def test_failed_handler_is_an_error_reply_and_the_server_keeps_serving(tmp_path)
         assert client.call("ping").result["time"] > 0
 
 
+@pytest.mark.slow
 def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpoint(tmp_path):
     """The server-side mechanism (job records + resume) with the checkpointing ``count`` job; the same
     against a real training job is tests/test_server_training.py."""
@@ -339,6 +319,7 @@ def test_one_server_per_state_folder(tmp_path):
         assert server.endpoint
 
 
+@pytest.mark.slow
 def test_clean_shutdown_interrupts_a_resumable_job_and_the_next_start_resumes_it(tmp_path):
     state, root = tmp_path / "state", tmp_path / "root"
     root.mkdir()
@@ -369,7 +350,7 @@ def test_clean_shutdown_interrupts_a_resumable_job_and_the_next_start_resumes_it
 
 def test_a_handler_returning_unsendable_arrays_fails_its_job_not_the_server():
     from backend.server import Operation, Server, ServerConfig
-    from tests.test_server_support import TEST_OPERATIONS
+    from tests.helpers.server import TEST_OPERATIONS
 
     def bad(args, arrays, ctx):
         return {}, {"strings": np.array(["not", "numbers"])}

@@ -11,7 +11,7 @@ import pytest
 from avatex_core.client import BackendError, Client
 from backend.meshio import load_mesh
 from tests.conftest import FIXTURES
-from tests.test_server_support import running_server
+from tests.helpers.server import running_server
 
 AVATAR = FIXTURES / "avatars" / "avatar_0000.ply"
 

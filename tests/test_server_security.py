@@ -18,7 +18,7 @@ from backend.server.keys import load_key_file, load_server_keys, write_keypair
 from backend.server.paths import PathError, PathPolicy
 from backend.server.security import Endpoint, check_bind, is_local_peer, parse_endpoint
 from tests.conftest import ROOT
-from tests.test_server_support import running_server
+from tests.helpers.server import running_server
 
 
 def non_loopback_ipv4() -> str | None:

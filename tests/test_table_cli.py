@@ -48,6 +48,7 @@ def setup(tmp_path_factory) -> dict:
     return {"work": work, "data": data, "run": work / "baseline", "tuned": tuned}
 
 
+@pytest.mark.slow
 def test_table_end_to_end(setup):
     out = setup["work"] / "out"
     args = ["table", "--runs", str(setup["run"]), str(setup["tuned"]), "--data", str(setup["data"]),
@@ -80,6 +81,7 @@ def test_table_end_to_end(setup):
     assert json.loads((out / "evaluation.json").read_text())["stats"]["reconstructions"] == 0
 
 
+@pytest.mark.slow
 def test_errors_are_one_clear_line(setup, tmp_path):
     no_test = tmp_path / "no_test"
     shutil.copytree(setup["data"], no_test)

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from backend.errors import CancelledError
 from backend.models.checkpoint import load_checkpoint
 from backend.train import run_training
 from backend.train.loop import latest_checkpoint
+from tests.helpers.scenarios import SCENARIOS
 from tests.tiny_models import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,26 +112,14 @@ def test_colour_loss_falls_and_validation_patd_improves(reference):
     assert train_events[-1]["step"] == STEPS
 
 
-KILLED_RUN = textwrap.dedent("""
-    import json, os, signal, sys
-    from avatex_core.progress import Progress
-    from backend.train import run_training
-
-    def progress(stage, fraction, info):
-        if stage == "checkpoint" and info["step"] == 15:
-            os.kill(os.getpid(), signal.SIGKILL)   # a hard kill right after the step-15 checkpoint
-
-    run_training(json.loads(sys.argv[1]), progress=Progress(progress))
-""")
-
-
 @pytest.mark.slow
 def test_resume_after_kill_reproduces_the_uninterrupted_run_bitwise(reference):
     work = reference["work"]
     run = work / "killed"
     cfg = {**reference["config"], "out": str(run)}
-    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(cfg)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(SCENARIOS / "scenario_killed_training.py"), json.dumps(cfg),
+                           str(KILL_AT)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert latest_checkpoint(run) == _ckpt(run, KILL_AT)
     result = run_training({"out": str(run), "resume": True})
@@ -192,6 +180,7 @@ def _weights_at_init(cfg: dict) -> dict[str, torch.Tensor]:
         {f"net_c.{k}": v for k, v in model.net_c.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_should_stop_checkpoints_then_cancels(relit, tmp_path):
     run = tmp_path / "stopped"
     cfg = _base_config(relit, run, tmp_path / "cache", steps=5, val_subjects=0, workers=0, patches=8,

@@ -12,38 +12,19 @@ from backend.models import PIFu
 from backend.train.config import TrainConfig
 from backend.train.data import StepSampler, image_tensors
 from backend.train.loop import Objective, configure_trainable, lr_at, make_optimizers, resolve_config
+from tests.helpers.models import train_config, training_batch
 from tests.tiny_models import tiny_config
-
-
-def _batch(b: int = 2, m: int = 6, k: int = 3, n: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    p = k * k
-    return {
-        "image": torch.rand(b, 3, 64, 64, generator=g) * 2 - 1,
-        "calib": torch.diag(torch.tensor([1.0, -1.0, 1.0, 1.0])).expand(b, 4, 4).clone(),
-        "geo_points": torch.rand(b, 3, n, generator=g) * 2 - 1,
-        "geo_labels": (torch.rand(b, 1, n, generator=g) > 0.5).float(),
-        "color_points": torch.rand(b, 3, n, generator=g) * 2 - 1,
-        "color_targets": torch.rand(b, 3, n, generator=g) * 2 - 1,
-        "patch_points": torch.rand(b, 3, m * p, generator=g) * 2 - 1,
-        "patch_targets": torch.rand(b, 3, m * p, generator=g) * 2 - 1,
-        "patch_weights": torch.full((b, m, p), 1.0 / p),
-    }
-
-
-def _cfg(**kw) -> TrainConfig:
-    return TrainConfig.from_dict({"data": "/nonexistent", "out": "/nonexistent-run", **kw})
 
 
 @pytest.mark.parametrize("loss", ["l1", "ssim", "l1+ssim"])
 def test_frozen_geometry_only_colour_net_gets_gradients(loss):
     torch.manual_seed(0)
     model = PIFu(tiny_config())
-    cfg = _cfg(stage="color", loss=loss)
+    cfg = train_config(stage="color", loss=loss)
     configure_trainable(model, cfg)
     model.train()
     assert not model.net_g.training and model.net_c.training  # netG in eval mode, as PIFu/seed
-    out = Objective(model, cfg)(_batch())
+    out = Objective(model, cfg)(training_batch())
     out["loss"].backward()
     for name, p in model.net_g.named_parameters():
         assert p.grad is None or not p.grad.any(), f"netG parameter {name} received a gradient"
@@ -57,15 +38,15 @@ def test_frozen_geometry_only_colour_net_gets_gradients(loss):
 def test_joint_training_keeps_colour_loss_out_of_the_geometry_net():
     torch.manual_seed(0)
     model = PIFu(tiny_config())
-    cfg = _cfg(stage="both", loss="l1", pool_surface=20000, pool_uniform=1250)
+    cfg = train_config(stage="both", loss="l1", pool_surface=20000, pool_uniform=1250)
     configure_trainable(model, cfg)
     model.train()
-    out = Objective(model, cfg)(_batch())
+    out = Objective(model, cfg)(training_batch())
     out["color"].backward()  # the colour part alone
     assert all(p.grad is None or not p.grad.any() for p in model.net_g.parameters())
     assert all(p.grad is not None for p in model.net_c.parameters())
     model.zero_grad(set_to_none=True)
-    out = Objective(model, cfg)(_batch())
+    out = Objective(model, cfg)(training_batch())
     out["occupancy"].backward()
     # (PIFu's ConvBlocks allocate a downsample norm they only use when channels change: those stay None.)
     params = list(model.net_g.parameters())
@@ -76,18 +57,18 @@ def test_joint_training_keeps_colour_loss_out_of_the_geometry_net():
 def test_geometry_stage_uses_every_stack():
     torch.manual_seed(0)
     model = PIFu(tiny_config(num_stack=2), with_color=False)
-    cfg = _cfg(stage="geometry", pool_surface=20000, pool_uniform=1250)
+    cfg = train_config(stage="geometry", pool_surface=20000, pool_uniform=1250)
     configure_trainable(model, cfg)
     model.train()
-    out = Objective(model, cfg)(_batch())
+    out = Objective(model, cfg)(training_batch())
     assert len(model.net_g.intermediate_preds_list) == 2
-    labels = _batch()["geo_labels"]
+    labels = training_batch()["geo_labels"]
     expected = sum(((p - labels) ** 2).mean() for p in model.net_g.intermediate_preds_list) / 2
     assert out["occupancy"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert isinstance(make_optimizers(model, cfg)["geometry"], torch.optim.RMSprop)
 
 
-def test_step_sampler_shards_each_global_batch():
+def test_step_sampler_shards_each_globaltraining_batch():
     single = list(StepSampler(3, 6, global_batch=4))
     assert single == list(range(12, 24))
     ranks = [list(StepSampler(3, 6, 4, rank=r, world_size=2)) for r in range(2)]
@@ -138,7 +119,7 @@ def test_config_from_toml_and_total_steps(tmp_path):
 
 
 def test_lr_schedule_steps_down_at_fractions():
-    cfg = _cfg(lr=1e-3, lr_decay_at=[0.6, 0.8], lr_gamma=0.1)
+    cfg = train_config(lr=1e-3, lr_decay_at=[0.6, 0.8], lr_gamma=0.1)
     assert lr_at(cfg, 0, 100) == pytest.approx(1e-3)
     assert lr_at(cfg, 59, 100) == pytest.approx(1e-3)
     assert lr_at(cfg, 60, 100) == pytest.approx(1e-4)

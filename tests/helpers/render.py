@@ -1,7 +1,4 @@
-"""Helpers for the renderer tests: small real mesh files and running the renderer in subprocesses.
-
-(Named test_* to sit with the renderer's tests; it holds no tests itself.)
-"""
+"""Helpers for the renderer tests: small real mesh files and running the renderer in subprocesses."""
 
 from __future__ import annotations
 
@@ -15,6 +12,7 @@ from avatex_core.render_jobs import parse_event_line
 from tests.conftest import FIXTURES, ROOT
 
 SCRIPT = ROOT / "render_scripts" / "render_dataset.py"
+SCENARIOS = ROOT / "tests" / "scenarios"
 AVATARS = FIXTURES / "avatars"
 
 
@@ -118,20 +116,9 @@ def read_rgba(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGBA"), dtype=np.uint8)
 
 
-FBX_SCRIPT = r"""
-import sys, bpy
-src, out = sys.argv[-2], sys.argv[-1]
-bpy.ops.wm.read_factory_settings(use_empty=True)
-bpy.ops.wm.obj_import(filepath=src)
-bpy.ops.export_scene.fbx(filepath=out, path_mode="COPY", embed_textures=True)
-"""
-
-
 def fbx_from(obj: Path, out: Path) -> Path:
     """An FBX (embedded texture) exported by Blender from an OBJ, in a separate process."""
-    script = out.with_suffix(".export.py")
-    script.write_text(FBX_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(obj), str(out)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(SCENARIOS / "scenario_fbx_export.py"), str(obj), str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and out.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
     return out

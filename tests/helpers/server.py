@@ -1,9 +1,10 @@
-"""Helpers for the server tests: real servers (thread or subprocess), a resumable counting job.
+"""Helpers for the server and client tests: real servers (thread or subprocess), a resumable counting
+job, and an event collector for a client.
 
 ``count`` is a real job operation added to the server's table for these tests: it exercises the job
 machinery (progress, cancellation, device slots, checkpoints, resume after kill -9) without needing a
 trained model, the way a training run would use it. Run this module as a script to get a server
-subprocess with it: ``python -m tests.test_server_support --bind tcp://127.0.0.1:* --state DIR``.
+subprocess with it: ``python -m tests.helpers.server --bind tcp://127.0.0.1:* --state DIR``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from avatex_core.atomic import write_json
+from avatex_core.client import Client
 from backend.errors import CancelledError
 from backend.server import OPERATIONS, Operation, Server, ServerConfig
 from backend.server.jobs import Context
@@ -131,11 +133,42 @@ def finish_after_restart(args: tuple[str, ...], owner: str, job: str) -> tuple[d
 
 
 def spawn_test_server(*args: str) -> ServerProcess:
-    return ServerProcess([sys.executable, "-m", "tests.test_server_support", *args])
+    return ServerProcess([sys.executable, "-m", "tests.helpers.server", *args])
 
 
 def spawn_avatex_serve(*args: str) -> ServerProcess:
     return ServerProcess([sys.executable, "-m", "backend", "serve", *args])
+
+
+class Events:
+    """Collects a client's events per request id, so waiting on one request loses no other's."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.by_id: dict[str | None, list] = {}
+
+    def _pump(self) -> None:
+        for event in self.client.poll(0.05):
+            self.by_id.setdefault(event.id, []).append(event)
+
+    def wait(self, rid: str, timeout: float = 30.0) -> list:
+        """Every event of request ``rid`` up to and including its final one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = self.by_id.get(rid, [])
+            if events and events[-1].final:
+                return events
+            self._pump()
+        raise AssertionError(f"no final event for {rid}; got {[e.type for e in self.by_id.get(rid, [])]}")
+
+    def first(self, rid: str, stage: str | None = None, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.by_id.get(rid, []):
+                if stage is None or event.stage == stage:
+                    return event
+            self._pump()
+        raise AssertionError(f"no event {stage} for {rid}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,11 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     server.serve_forever()
     return 0
-
-
-def test_count_operation_is_registered_beside_the_real_ones():
-    assert set(OPERATIONS) < set(TEST_OPERATIONS)
-    assert TEST_OPERATIONS["count"].resumable and not TEST_OPERATIONS["light"].device
 
 
 if __name__ == "__main__":
