@@ -1,6 +1,6 @@
 """The add-on's client of the avatex backend: non-blocking, for Blender timers; blocking for scripts.
 
-Blender must never freeze and must not run Python threads (reference/blender.md §4), so this client
+Blender must never freeze and must not run Python threads (docs/addon.md), so this client
 does all its work inside :meth:`Client.poll`, which a ``bpy.app.timers`` callback calls with a small
 time budget: it never waits longer than that budget. libzmq does the socket I/O in its own native
 threads, so nothing here needs a Python thread. Scripts and tests use :meth:`Client.call`.

@@ -3,7 +3,7 @@
 Pure numpy + stdlib, so the same code decides the light of an image in the renderer, in tests and in a
 re-render from a stored record.
 
-**Levels** (design.md §4). A level is a distribution. Point levels are centred on the seed's settings
+**Levels** (docs/dataset.md). A level is a distribution. Point levels are centred on the paper's settings
 (point-light position in the camera frame, ambient, diffuse):
 
 =============  ===============  =======  =======
@@ -20,18 +20,18 @@ from their ranges. HDRI levels light the subject with one of Blender's bundled s
 environments, randomly rotated about the up axis, at a brightness drawn from a range.
 
 **Units.** A position is given in the view's camera frame (x right, y up, z toward the camera) in
-*canonical units*: the subject is 1.7578 units tall (design.md §3), within 3 % of the metres of a
-1.7 m person, so the seed's numbers (metres in its own normalised renders) are used as they are.
+*canonical units*: the subject is 1.7578 units tall (docs/architecture.md), within 3 % of the metres of a
+1.7 m person, so the paper's numbers (metres in its own normalised renders) are used as they are.
 
 **Calibration** (derived in docs/dataset.md, checked by tests on a white sphere). Ambient and diffuse
-are sRGB output values, as in the seed's Phong shading: a white surface facing the light renders
+are sRGB output values, as in the paper's Phong shading: a white surface facing the light renders
 ``ambient + diffuse`` and one facing away renders ``ambient``, with view transform Standard. Blender
 adds light linearly, so
 
 * the world is a uniform colour of linear radiance ``A = srgb_to_linear(ambient)``: a white Lambertian
   surface that sees the whole sky reflects exactly ``A``;
 * the point light adds ``D = srgb_to_linear(ambient + diffuse) - A`` at normal incidence. A Cycles
-  point light of power ``P`` watts has radiant intensity ``P / 4π``; with the seed's constant falloff
+  point light of power ``P`` watts has radiant intensity ``P / 4π``; with the paper's constant falloff
   (a Light Falloff node, so that distance does not dim it) it gives irradiance ``P / 4π`` and a white
   diffuse surface reflects ``P / 4π²``. Hence ``P = 4π² D``. With quadratic falloff (EEVEE, which has
   no light nodes) the same holds at the distance ``d`` from the light to the canonical origin:
@@ -253,7 +253,7 @@ def keep_clear_of_subject(light: dict[str, Any], camera_vertices: np.ndarray,
                           clearance: float = LIGHT_CLEARANCE) -> dict[str, Any]:
     """Push a point light that would sit inside the subject out along its direction.
 
-    The seed's near lights (intermediate: 0.4 units in front) fall inside wide poses seen from the side
+    The paper's near lights (intermediate: 0.4 units in front) fall inside wide poses seen from the side
     (an A-pose's hands reach ~0.6). The light then moves to ``clearance`` beyond the subject's furthest
     vertex along its direction; the sampled position is kept in the record as ``position_sampled``.
     ``camera_vertices`` are the subject's vertices in the view's camera frame.

@@ -6,9 +6,9 @@ One small structure, :class:`ColoredMesh`, covers both colour sources the projec
 * UV textures, possibly several (THuman OBJ + MTL, GLB avatars, multi-material OBJ), kept as a list of
   images with a per-face material index.
 
-All colours are sRGB-encoded floats in [0, 1] (design.md §3). Texture lookups are bilinear, and surface
-colours are interpolated barycentrically, so GT colours at arbitrary surface points are well defined for
-the metrics and the training samplers.
+All colours are sRGB-encoded floats in [0, 1] (docs/architecture.md). Texture lookups are bilinear, and
+surface colours are interpolated barycentrically, so GT colours at arbitrary surface points are well
+defined for the metrics and the training samplers.
 """
 
 from __future__ import annotations

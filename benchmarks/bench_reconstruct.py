@@ -4,14 +4,14 @@ Compares, in one run and on one image:
   * avatex: its encode (NHWC on the CPU), surface-tracking coarse-to-fine grid (backend.recon.grid),
     pre-projected MLP, inference_mode, its default chunk (1k points on the CPU);
   * the official pipeline: NCHW encode under no_grad, the official octree schedule (start 64, threshold
-    0.01, 10k-point batches, plain MLP, as reference/pifu.md §5 describes it; re-implemented vectorised,
+    0.01, 10k-point batches, plain MLP, as docs/models.md describes it; re-implemented vectorised,
     so its Python-loop overhead, ~3-5 s in the official code, is NOT charged to it: the baseline is
     favoured);
   * dense evaluation of every grid point (official eval_grid: plain MLP, 10k batches), whose network
     cost is measured on a sample of points and extrapolated to all R^3 points (a full run would take
     many minutes here).
 
-Occupancy: random weights give a field that crosses 0.5 everywhere (reference/pifu.md §7), so, like
+Occupancy: random weights give a field that crosses 0.5 everywhere (docs/models.md), so, like
 the reference measurement, every queried point pays the real full-size network cost (its output is
 discarded) while the occupancy *value* comes from a trained-like analytic body field
 (backend.recon.analytic: sigmoid(-200 sdf) of capsules/ellipsoids with fingers, a ponytail and a thin

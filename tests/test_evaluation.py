@@ -354,7 +354,7 @@ def test_evaluation_json_and_tables(evaluated, tmp_path):
     md, csv_path = ev.write_tables(tmp_path / "table")
     text = md.read_text()
     assert "| metric | level | A | B |" in text and "**" in text
-    # The seed's rows are exactly backend.metrics.table's.
+    # The paper's rows are exactly backend.metrics.table's.
     seed_rows = seed_table.to_markdown({m: {lv: {"patd": c["patd"], "pipatd": c["pipatd"]}
                                             for lv, c in per.items()} for m, per in ev.table.items()})
     for line in seed_rows.splitlines()[2:]:

@@ -100,7 +100,7 @@ def test_signed_range_luminance_term_pitfall_and_unit_range():
 
 
 def test_seed_variant_reduces_across_patch_centres():
-    """The seed code's statistics: over the M centres, separately for each in-patch offset."""
+    """The paper's code's statistics: over the M centres, separately for each in-patch offset."""
     rng = np.random.default_rng(4)
     m, p = 50, 27
     y = rng.uniform(-1, 1, (m, p, 3))

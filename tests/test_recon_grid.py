@@ -161,7 +161,7 @@ def test_official_schedule_matches_dense_and_costs_more(body):
 
 
 def literal_official_octree(fn, spec: GridSpec, init_resolution: int, threshold: float):
-    """Line-by-line port of the official eval_grid_octree (reference/pifu.md §5), Python loops and all."""
+    """Line-by-line port of the official eval_grid_octree (docs/models.md), Python loops and all."""
     r = spec.resolution
     idx = np.stack(np.meshgrid(*[np.arange(r)] * 3, indexing="ij"), -1)
     sdf = np.zeros((r, r, r), np.float32)

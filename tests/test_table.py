@@ -1,4 +1,4 @@
-"""The seed's results table: metric × level rows, one column per model, best (lowest) in bold."""
+"""The paper's results table: metric × level rows, one column per model, best (lowest) in bold."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from backend.errors import InputError
 from backend.metrics.table import to_csv, to_markdown, write_tables
 
-# The seed README's numbers (metrics.md §0): baseline PIFu vs the patch-SSIM and L1 fine-tunes.
+# The paper's numbers (docs/metrics.md): baseline PIFu vs the patch-SSIM and L1 fine-tunes.
 RESULTS = {
     "PIFu": {"wild": {"patd": 18.78, "pipatd": 16.09}, "intermediate": {"patd": 16.33, "pipatd": 13.73},
              "clear": {"patd": 13.26, "pipatd": 10.79}},
@@ -93,4 +93,4 @@ def test_dense_flavour_rows_and_note():
     assert "against 200,000 area-uniform GT surface samples" in lines[7]
     rows = list(csv.reader(io.StringIO(to_csv(results))))
     assert [r[0] for r in rows[1:]] == ["PATD", "PIPATD", "PATD dense", "PIPATD dense"]
-    assert "dense" not in to_markdown(RESULTS)  # no dense values: the seed's table exactly
+    assert "dense" not in to_markdown(RESULTS)  # no dense values: the paper's table exactly

@@ -1,9 +1,9 @@
-"""avatex experiment: the seed's experiment end to end in one resumable command.
+"""avatex experiment: the paper's experiment end to end in one resumable command.
 
 Makes sample avatars (or uses --data / --meshes), renders them relit (views x wild/intermediate/clear),
 trains a baseline from scratch on clear renders (geometry stage, then colour stage with L1), fine-tunes
 its colour net twice on every level with netG frozen (L1; 3D patch-wise SSIM), evaluates the three models
-on the held-out subjects per level and writes the seed-layout table, plots, side-by-side images and a
+on the held-out subjects per level and writes the paper-layout table, plots, side-by-side images and a
 report to RUN/results. Re-running the same command skips finished stages and resumes the others.
 Budgets: `small` (about an hour on a 2-core CPU), `full` (a GPU), `test` (seconds; the test suite).
 docs/experiment.md has the details.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "reproduce the seed's experiment: synth, render, baseline + L1/patch-SSIM fine-tunes, table, report"
+HELP = "reproduce the paper's experiment: synth, render, baseline + L1/patch-SSIM fine-tunes, table, report"
 PATHS = ("out", "data", "meshes")
 
 

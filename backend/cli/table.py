@@ -1,4 +1,4 @@
-"""avatex table: evaluate checkpoints on a dataset's test split, per lighting level (the seed's table).
+"""avatex table: evaluate checkpoints on a dataset's test split, per lighting level (the paper's table).
 
 Every test subject's input view(s) are reconstructed by every model at every lighting level, brought back
 into the GT's canonical space and scored: PATD / PIPATD (CIEDE2000, k reported), geometry (Chamfer,

@@ -1,4 +1,4 @@
-"""Train or fine-tune PIFu on a relit dataset: the colour net with L1 or 3D patch-wise SSIM (the seed's
+"""Train or fine-tune PIFu on a relit dataset: the colour net with L1 or 3D patch-wise SSIM (the paper's
 method), the geometry net, or both. Checkpoints land in RUN/checkpoints; `--resume RUN` continues a run
 exactly where its last checkpoint left it. Multi-GPU / multi-node: run the same command under
 `torchrun --nproc-per-node N`. Ctrl-C checkpoints and stops (twice: stop at once). docs/training.md

@@ -1,4 +1,4 @@
-"""Training samplers on a subject's GT mesh, in canonical space (design.md §5).
+"""Training samplers on a subject's GT mesh, in canonical space (docs/training.md).
 
 Three kinds of training points, each a pure function of a :class:`~backend.meshio.ColoredMesh` (or of
 what was precomputed from it) and a numpy ``Generator``:
@@ -232,7 +232,7 @@ def color_points(samples: SurfaceSamples, n: int, rng: np.random.Generator, sigm
 class Patches:
     """M surface patches of P points each: ``points`` (M, P, 3), sRGB ``colors`` (M, P, 3),
     ``weights`` (M, P) summing to 1 per patch, ``centers`` (M, 3). For grid patches point p is grid cell
-    (p // k, p % k), so index p is the same in-patch offset in every patch (what the seed's variant
+    (p // k, p % k), so index p is the same in-patch offset in every patch (what the paper's variant
     reduces over)."""
 
     points: np.ndarray
@@ -324,7 +324,7 @@ def patches(mesh: ColoredMesh, samples: SurfaceSamples, m: int, k: int, spacing:
             rng: np.random.Generator, *, sigma: float = PIFU_COLOR_SIGMA, mode: str = "grid",
             weighting: str = "uniform", vnormals: np.ndarray | None = None, kdtree=None,
             ring: np.ndarray | None = None) -> Patches:
-    """M patches of P = k*k GT surface points each, for the patch-wise SSIM loss (design.md §5).
+    """M patches of P = k*k GT surface points each, for the patch-wise SSIM loss (docs/training.md).
 
     Centres are area-uniform (drawn from the dense samples). ``mode="grid"``: a k x k grid with
     ``spacing`` in the centre's tangent plane (random in-plane rotation), each grid point moved to the

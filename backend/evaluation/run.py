@@ -1,4 +1,4 @@
-"""Evaluate checkpoints on a dataset's test split, per lighting level: the seed's results table.
+"""Evaluate checkpoints on a dataset's test split, per lighting level: the paper's results table.
 
 For every test subject, input view and lighting level, the dataset's RGBA render (alpha = mask) is
 reconstructed by every model (``backend.recon.reconstruct``), brought back into the GT's canonical

@@ -1,4 +1,4 @@
-"""The evaluation's results table: the seed's layout (metric x level rows, one column per model), extended.
+"""The evaluation's results table: the paper's layout (metric x level rows, one column per model), extended.
 
 The first rows are exactly ``backend.metrics.table``'s (PATD then PIPATD, per level, lowest in bold;
 then the dense flavour's, with the same note under the table saying what each is measured against);

@@ -1,4 +1,4 @@
-"""``avatex experiment``: the seed's experiment end to end, resumable, in one run folder.
+"""``avatex experiment``: the paper's experiment end to end, resumable, in one run folder.
 
     RUN/experiment.json   what this run is (budget, seed, data source); a re-run must ask for the same
     RUN/timings.json      wall time and status of every stage

@@ -1,5 +1,5 @@
 """The experiment's two figures: training curves of the runs, and per-level bars of PATD / PIPATD beside
-the seed's. matplotlib with the Agg backend (no display needed); files are written atomically."""
+the paper's. matplotlib with the Agg backend (no display needed); files are written atomically."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def loss_curves(path: Path, runs: Mapping[str, Path], labels: Mapping[str, str])
 def level_bars(path: Path, table: Mapping[str, Mapping[str, Mapping[str, float | None]]],
                labels: Mapping[str, str], seed_table: Mapping[str, Mapping[str, Mapping[str, float]]],
                levels: Sequence[str]) -> Path:
-    """2 x 2 panels: PATD and PIPATD per level and model, this run (top) and the seed's table (bottom)."""
+    """2 x 2 panels: PATD and PIPATD per level and model, this run (top) and the paper's table (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")

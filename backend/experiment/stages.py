@@ -32,7 +32,7 @@ _STEP = re.compile(r"^step-(\d{8})\.pt$")
 # -- synth --------------------------------------------------------------------------------------------
 
 def avatar_paths(folder: Path, count: int) -> list[Path]:
-    """The vertex-coloured PLYs the synth stage makes (the GT kind the seed used: 2K2K's coloured PLYs)."""
+    """The vertex-coloured PLYs the synth stage makes (the GT kind the paper used: 2K2K's coloured PLYs)."""
     return [folder / f"{AVATAR_PREFIX}{i:04d}.ply" for i in range(count)]
 
 

@@ -1,4 +1,4 @@
-"""The seed's results table: PATD/PIPATD per lighting level (rows) for several models (columns).
+"""The paper's results table: PATD/PIPATD per lighting level (rows) for several models (columns).
 
 Input is ``{model: {level: {"patd": x, "pipatd": y}}}`` (e.g. the mean of each test item's summary
 per lighting level), optionally with the dense flavour's ``patd_dense`` / ``pipatd_dense``: their rows

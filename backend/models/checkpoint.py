@@ -190,7 +190,7 @@ def official_layout(which: str) -> list[tuple[str, tuple[int, ...]]]:
     """The released checkpoints' exact state_dict layout, ``[(key, shape), ...]`` in order, for
     ``net_G``, ``net_C_group`` (released net_C) or ``net_C_instance`` (the code's default options).
 
-    Shipped as ``official_keys.json`` (a copy of reference/pifu.md's key lists measured on the official
+    Shipped as ``official_keys.json`` (the key lists measured on the official
     classes); :func:`export_official` checks official-size exports against it.
     """
     if which not in OFFICIAL_LAYOUTS:

@@ -2,7 +2,7 @@
 re-implementation of the official octree schedule (for comparison and benchmarks).
 
 Lattice. Grid index i along an axis maps to ``b_min + i * (b_max - b_min) / R``, PIFu's convention
-(reference/pifu.md §5). The official grid stops at i = R - 1, one cell short of ``b_max``; avatex's
+(docs/models.md). The official grid stops at i = R - 1, one cell short of ``b_max``; avatex's
 lattice runs i = 0..R inclusive (R + 1 samples per axis, same spacing). That deliberate fix lets every
 coarse level tile the box exactly, so no slab of the box is left to brute force (the official octree
 sends every point with an index of R - 1 to the network: 196k of its 977k points at R = 256), and the
@@ -276,7 +276,7 @@ def _track_surface(ev: _Evaluator, vol: np.ndarray, known: np.ndarray, todo: np.
 def evaluate_octree_official(fn: OccupancyFn, spec: GridSpec, *, init_resolution: int = 64,
                              threshold: float = 0.01, batch_size: int = 10000,
                              progress: Progress = NULL) -> GridResult:
-    """The official ``eval_grid_octree`` schedule (reference/pifu.md §5), for comparison.
+    """The official ``eval_grid_octree`` schedule (docs/models.md), for comparison.
 
     Same points evaluated, same fills, same R^3 grid: start every ``R / init_resolution`` voxels; per
     level, each cell (origins ``range(0, R - reso, reso)``, so the top slab is never filled) whose centre

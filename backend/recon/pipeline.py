@@ -1,6 +1,6 @@
 """Single-image reconstruction: frame -> encode -> occupancy grid -> marching cubes -> vertex colours.
 
-Speed (reference/pifu.md §7 has the official code's CPU timings) comes from changes that leave the
+Speed (docs/models.md) comes from changes that leave the
 network's maths alone: the surface-tracking coarse-to-fine grid of :mod:`backend.recon.grid` (about 6x
 fewer network queries than the official octree; at R = 256, the dense mesh on every field tested),
 the pre-projected MLP of :mod:`backend.models.surface_classifier` (about 40% fewer multiply-adds per

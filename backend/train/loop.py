@@ -285,7 +285,7 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | N
 class Objective(nn.Module):
     """One training forward pass: encode the batch's images, query the sampled points, return losses.
 
-    While colour is trained alone the geometry net is frozen as in PIFu and the seed: its filter runs in
+    While colour is trained alone the geometry net is frozen as in PIFu and the paper: its filter runs in
     eval mode under ``no_grad``. When both are trained, the colour net still reads a detached geometry
     feature, so the colour loss never reaches netG (the same gradients as PIFu's two stages).
     """

@@ -1,6 +1,6 @@
 """Training losses: occupancy (PIFu's MSE, or BCE), colour L1, 3D patch-wise SSIM, and their mixes.
 
-All colour tensors are in the network's encoding, sRGB mapped to [-1, 1] (design.md §3), so the SSIM
+All colour tensors are in the network's encoding, sRGB mapped to [-1, 1] (docs/architecture.md), so the SSIM
 data range is L = 2 and C1 = (0.01 L)^2, C2 = (0.03 L)^2. The formulas are written out in
 docs/training.md.
 """
@@ -73,14 +73,14 @@ def patch_ssim(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor |
     ``pred``, ``target``: (..., M, P, C) colours of M patches of P points; ``weights``: (..., M, P),
     non-negative (normalised here per patch), or None for uniform.
 
-    ``variant="local"`` (default, design.md §5): per patch and channel, the weighted mean, variance and
+    ``variant="local"`` (default, docs/training.md): per patch and channel, the weighted mean, variance and
     covariance over the patch's own P points; returns (..., M, C).
     ``variant="seed"``: the public seed code's reduction -- statistics across the M patch centres, once
     per in-patch offset p and channel (a global SSIM); returns (..., P, C). Weights are ignored there
-    (the seed has none).
+    (the paper's code has none).
 
     ``unbiased`` applies the n/(n-1) sample correction to variance and covariance (scikit-image's
-    default and the seed's choice); the Wang et al. definition uses the population form (False).
+    default and the paper's choice); the Wang et al. definition uses the population form (False).
     """
     if pred.shape != target.shape or pred.dim() < 3:
         raise ValueError(f"pred and target must both be (..., M, P, C), got {tuple(pred.shape)} and "
@@ -128,12 +128,12 @@ def patch_ssim_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Ten
                     unbiased: bool | None = None) -> torch.Tensor:
     """1 - mean SSIM over patches (or offsets, for ``variant="seed"``) and channels.
 
-    ``value_range="signed"`` (design.md §5) computes SSIM on the [-1, 1] colours themselves with L = 2.
+    ``value_range="signed"`` (docs/training.md) computes SSIM on the [-1, 1] colours themselves with L = 2.
     ``"unit"`` maps them to [0, 1] first (L = 1), the convention of 2D image SSIM; only the luminance
     term differs (variances and covariances are shift-invariant), but it differs a lot for dark-to-mid
     colours, whose signed means are near 0 -- see docs/training.md.
 
-    ``variant="seed"`` defaults to the seed code's constants as well as its reduction: C1 = 0.01^2,
+    ``variant="seed"`` defaults to the paper's code's constants as well as its reduction: C1 = 0.01^2,
     C2 = 0.03^2 (L = 1 although colours are in [-1, 1]), n/(n-1) statistics, the loss clamped to
     [0, 1], and the [-1, 1] values as given (``value_range`` is ignored). Pass ``data_range``/``unbiased``
     to override either variant's defaults.

@@ -34,7 +34,7 @@ def labelled(table: Mapping[str, Any], labels: Mapping[str, str] = LABELS) -> di
 
 
 def side_by_side(table: Mapping[str, Mapping[str, Mapping[str, float | None]]], levels: list[str]) -> str:
-    """Markdown: per metric x level, this run's baseline -> L1 / SSIM beside the seed's, with the
+    """Markdown: per metric x level, this run's baseline -> L1 / SSIM beside the paper's, with the
     relative change fine-tuning made in each."""
     lines = ["| metric | level | this run: baseline → L1 / patch-SSIM | change | "
              "seed: baseline → L1 / patch-SSIM | change |", "|---|---|---|---|---|---|"]
@@ -93,7 +93,7 @@ def observations(table: Mapping[str, Mapping[str, Mapping[str, float | None]]],
     wins = sum(1 for x, y in pairs if y < x)
     ties = sum(1 for x, y in pairs if y == x)
     out.append(f"Patch-SSIM is below L1 in {wins} of {len(pairs)} cells ({ties} tied at two decimals); "
-               "the seed's patch-SSIM model was below its L1 model in 5 of 6.")
+               "the paper's patch-SSIM model was below its L1 model in 5 of 6.")
     for model in MODELS:
         vals = [_get(table, model, lv, "patd") for lv in levels]
         if all(v is not None for v in vals) and len(vals) > 1:
@@ -157,7 +157,7 @@ def report_markdown(evaluation, table, levels: list[str], *, budget, seed: int, 
                        + (f" ({count(m, 'failed')} failed)" if count(m, "failed") else "") for m in MODELS)
     yaw = ds.record(ds.split("test")[0], view)["yaw"]
     s = [f"# avatex experiment — `{budget.name}` budget\n",
-         "Reproduction of the seed's experiment (seeds/000: fine-tuning PIFu's colour net on "
+         "Reproduction of the paper's experiment (fine-tuning PIFu's colour net on "
          "lighting-augmented renders with L1 or a 3D patch-wise SSIM loss, scored with PATD / PIPATD) "
          "end to end on synthetic data. How it was made: [command.md](command.md). Per-item values: "
          "[evaluation.json](evaluation.json); every metric (geometry, image space): "
@@ -169,7 +169,7 @@ def report_markdown(evaluation, table, levels: list[str], *, budget, seed: int, 
          f"(vertex-coloured PLYs). Items per model: {scored}. Lower is better; the best of each row is "
          "bold.\n",
          to_markdown(labelled(table), levels=levels),
-         "\nThe seed's table (2K2K scans, pretrained PIFu):\n",
+         "\nThe paper's table (2K2K scans, pretrained PIFu):\n",
          to_markdown(labelled(SEED_TABLE, SEED_LABELS), levels=list(LEVELS)),
          "\n### Side by side\n",
          side_by_side(table, levels),
@@ -190,7 +190,7 @@ def report_markdown(evaluation, table, levels: list[str], *, budget, seed: int, 
           "\nValidation PATD is measured during training on the held-out subjects' GT vertices (the colour "
           "net queried at the true surface, view 0, every level): it isolates colour from geometry error.\n",
           f"![training curves]({plots['curves'].as_posix()})\n",
-          "\n## How this set-up differs from the seed's\n",
+          "\n## How this set-up differs from the paper's\n",
           differences(budget, ds, evaluation)]
     return "\n".join(s)
 
@@ -203,7 +203,7 @@ def differences(budget, ds, evaluation) -> str:
     items = [
         f"**Data.** {n_train} training and {n_test} held-out synthetic avatars (anny bodies, CC0, with "
         "painted clothes: solid colours, stripes, checks, a logo; `avatex synth`) rendered by Blender "
-        f"Cycles at {ds.resolution}² from {views} views × {len(ds.levels)} levels, versus the seed's 2K2K "
+        f"Cycles at {ds.resolution}² from {views} views × {len(ds.levels)} levels, versus the paper's 2K2K "
         "scans (real people, photographic textures) rendered by PyTorch3D at 512² from 45 views × 3 "
         "levels. Painted clothes have large flat regions and sharp edges: most PATD comes from regions "
         "coloured wrongly and from edges, not from fine texture.",
@@ -212,25 +212,25 @@ def differences(budget, ds, evaluation) -> str:
         "**Baseline.** Trained here from scratch on clear renders only (geometry stage, then colour stage "
         f"with L1: {budget.setting('steps', 'geometry')} + {budget.setting('steps', 'baseline')} steps of "
         f"batch {budget.setting('batch', 'baseline')}), versus "
-        "the seed's pretrained PIFu (RenderPeople, hundreds of subjects, many epochs). Our geometry is "
+        "the paper's pretrained PIFu (RenderPeople, hundreds of subjects, many epochs). Our geometry is "
         "therefore much coarser, and PATD, being one-sided (reconstruction → GT), includes that geometry "
         "error: a vertex off the GT surface is compared with whatever GT point is nearest.",
         f"**Fine-tuning.** {budget.setting('steps')} steps of batch {budget.setting('batch')} at lr "
-        f"{budget.setting('lr'):g} per fine-tune (netG frozen, every level), versus the seed's lr 1e-5, "
+        f"{budget.setting('lr'):g} per fine-tune (netG frozen, every level), versus the paper's lr 1e-5, "
         "batch 16 on the 2K2K training set. Both fine-tunes start from the same baseline and see the same "
         "items in the same order.",
         f"**Patch-SSIM loss.** {ssim} (5×5 points, 1 cm spacing, statistics per patch, sRGB in [0, 1], "
-        "L = 1). The seed's SSIM model used SSIM alone, with statistics taken across its 3000 patch centres "
+        "L = 1). The paper's SSIM model used SSIM alone, with statistics taken across its 3000 patch centres "
         "(a global SSIM; `ssim_variant = seed` here). docs/experiment.md has the measurements behind the "
         "choice: on this data SSIM alone raised the validation PATD.",
-        "**Lighting.** Each level is a distribution around the seed's three settings (direction within 15°, "
+        "**Lighting.** Each level is a distribution around the paper's three settings (direction within 15°, "
         "distance ±10 %, ambient/diffuse ranges) sampled per image, versus three fixed settings in the "
-        "seed's code; Blender's path-traced Lambertian shading casts shadows, the seed's PyTorch3D Phong "
+        "paper's code; Blender's path-traced Lambertian shading casts shadows, the paper's PyTorch3D Phong "
         "shading does not.",
-        f"**Metric.** Exact CIEDE2000 (all 34 Sharma pairs; the seed's code has a hue bug and rounds XYZ), "
-        f"PIPATD with k = {settings.get('k')} (the seed gives neither k nor code for PIPATD), GT points = "
-        "the GT meshes' vertices as in the seed (2K2K test scans ~100k vertices, our PLYs ~55k), "
-        f"marching-cubes grid {settings.get('resolution')}³ (the seed: 256).",
+        f"**Metric.** Exact CIEDE2000 (all 34 Sharma pairs; the paper's code has a hue bug and rounds XYZ), "
+        f"PIPATD with k = {settings.get('k')} (the paper gives neither k nor code for PIPATD), GT points = "
+        "the GT meshes' vertices as in the paper (2K2K test scans ~100k vertices, our PLYs ~55k), "
+        f"marching-cubes grid {settings.get('resolution')}³ (the paper: 256).",
         f"**Evaluation set.** {n_test} subjects × {len(settings.get('views', []))} view(s) × "
         f"{len(ds.levels)} levels: each cell averages few items, so differences of a few tenths are within "
         "the noise of which subjects and views were held out.",
