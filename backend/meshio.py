@@ -20,6 +20,7 @@ import numpy as np
 
 from avatex_core import mesh_hygiene
 from avatex_core.atomic import atomic_path
+from backend import triangles
 from backend.errors import InputError
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".off", ".stl")
@@ -124,7 +125,7 @@ def sample_surface(mesh: ColoredMesh, count: int, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Area-uniform random surface points: (points (M, 3), face index (M,), barycentric (M, 3))."""
     tri = mesh.vertices[mesh.faces]
-    areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    areas = triangles.areas(mesh.vertices, mesh.faces)
     total = areas.sum()
     if not total > 0:
         raise InputError("mesh has no surface area")

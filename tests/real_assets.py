@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.triangles import vertex_normals
 from tests.conftest import FIXTURES
 
 AVATAR = FIXTURES / "avatars" / "avatar_0000"
@@ -31,14 +32,6 @@ def read_fixture() -> dict[str, np.ndarray]:
             ft.append([c[1] for c in corners])
     return {"v": np.asarray(v, float), "vt": np.asarray(vt, float), "f": np.asarray(f, int) - 1,
             "ft": np.asarray(ft, int) - 1}
-
-
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    out = np.zeros_like(v)
-    for i in range(3):
-        np.add.at(out, f[:, i], n)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def write_obj(path: Path, v: np.ndarray, vt: np.ndarray, groups: list[tuple[str, np.ndarray, np.ndarray]],

@@ -10,6 +10,7 @@ import trimesh
 from avatex_core import mesh_hygiene as mh
 from backend.errors import InputError
 from backend.meshio import load_mesh
+from backend.triangles import signed_volume, vertex_normals
 from tests import real_assets
 
 
@@ -17,10 +18,6 @@ from tests import real_assets
 def avatar():
     a = real_assets.read_fixture()
     return a["v"], a["f"]
-
-
-def _signed_volume(v: np.ndarray, f: np.ndarray) -> float:
-    return float(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0)
 
 
 def test_clean_avatar_needs_nothing(avatar):
@@ -56,7 +53,7 @@ def test_flipped_patches_are_turned_back(avatar):
     np.testing.assert_array_equal(h.flip_faces, patch)
     fixed, _, _ = h.apply(g)
     assert trimesh.Trimesh(v, fixed, process=False).is_winding_consistent
-    assert _signed_volume(v, fixed) == pytest.approx(_signed_volume(v, f))
+    assert signed_volume(v, fixed) == pytest.approx(signed_volume(v, f))
 
 
 def test_inside_out_mesh_is_turned_outward_but_a_flat_sheet_keeps_its_side(avatar):
@@ -96,7 +93,7 @@ def test_degenerate_nan_out_of_range_and_stray_vertices():
 
 def test_corner_normals_against_their_face(avatar):
     v, f = avatar
-    n = real_assets.vertex_normals(v, f)[f]  # (F, 3, 3) smooth normals
+    n = vertex_normals(v, f)[f]  # (F, 3, 3) smooth normals
     smooth = mh.inspect(v, f, corner_normals=n).bad_corner_normals
     assert smooth.sum() < 1e-3 * smooth.size  # only a few on thin slivers (fingertips) point against
     n[1::2] *= -1.0

@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 
 from avatex_core.canonical import calib_for_view
 from avatex_core.progress import Progress
+from backend import triangles
 from backend.cli import main as cli_main
 from backend.errors import CancelledError, InputError
 from backend.meshio import load_mesh
@@ -69,7 +70,7 @@ def test_every_vertex_is_coloured_including_the_last_below_10k_vertices(result, 
 def test_faces_wind_outward(result, model):
     assert signed_volume(result.vertices, result.faces) > 0
     tri = result.vertices[result.faces].astype(np.float64)
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = triangles.edge_cross(tri)
     n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
     centre = tri.mean(1)
     eps = 0.25 * 2 / 64

@@ -9,6 +9,7 @@ from scipy.spatial import cKDTree
 
 from avatex_core import canonical
 from avatex_core.progress import Progress
+from backend import triangles
 from backend.demo import DEFAULT_CHECKPOINT
 from backend.errors import CancelledError, InputError
 from backend.models.checkpoint import load_checkpoint
@@ -226,7 +227,7 @@ def test_marching_cubes_places_the_surface_and_winds_it_outward():
     assert np.abs(dist - radius).max() < 0.5 * 2 / 64
     assert signed_volume(vertices, faces) == pytest.approx(4 / 3 * np.pi * radius ** 3, rel=0.02)
     tri = vertices[faces]
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals = triangles.edge_cross(tri)
     assert np.all(np.einsum("ij,ij->i", normals, tri.mean(1) - center) > 0)  # every face points out
 
 

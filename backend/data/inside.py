@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend import triangles
+
 _FOUR_PI = 4.0 * np.pi
 
 
@@ -105,7 +107,7 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, leaf_size: int = 16) -> 
     tri = tri[order]
     start = np.asarray(starts, dtype=np.int64)
     end = np.asarray(ends, dtype=np.int64)
-    area_vec = 0.5 * np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area_vec = 0.5 * triangles.edge_cross(tri)
     area = np.linalg.norm(area_vec, axis=1)
     cen = tri.mean(axis=1)
 

@@ -30,6 +30,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from avatex_core.canonical import CANONICAL_HEIGHT
+from backend import triangles
 from backend.data import inside as inside_mod
 from backend.errors import InputError
 from backend.meshio import ColoredMesh, sample_surface
@@ -105,19 +106,9 @@ class GeometryPool:
                    uniform_points=d["uniform_points"], uniform_inside=d["uniform_inside"].astype(bool))
 
 
-def face_area_vectors(mesh: ColoredMesh) -> np.ndarray:
-    """(F, 3) area-weighted face normals (half the cross product), pointing outward for CCW faces."""
-    tri = mesh.vertices[mesh.faces]
-    return 0.5 * np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-
-
 def vertex_normals(mesh: ColoredMesh) -> np.ndarray:
     """(N, 3) unit vertex normals: area-weighted sum of the adjacent faces' normals."""
-    fa = face_area_vectors(mesh)
-    acc = np.zeros((len(mesh.vertices), 3))
-    for k in range(3):
-        np.add.at(acc, mesh.faces[:, k], fa)
-    return _unit(acc)
+    return triangles.vertex_normals(mesh.vertices, mesh.faces)
 
 
 def _unit(v: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
@@ -139,8 +130,7 @@ def interpolated_normals(mesh: ColoredMesh, vnormals: np.ndarray, face: np.ndarr
     out = n / np.maximum(length, 1e-12)[:, None]
     bad = length < 1e-6
     if bad.any():
-        tri = mesh.vertices[mesh.faces[face[bad]]]
-        out[bad] = _unit(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+        out[bad] = _unit(triangles.cross(mesh.vertices, mesh.faces[face[bad]]))
     return out
 
 

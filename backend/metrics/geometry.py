@@ -27,6 +27,7 @@ import igl
 import numpy as np
 
 from avatex_core.canonical import CANONICAL_HEIGHT, Normalization
+from backend import triangles
 from backend.errors import InputError
 from backend.meshio import ColoredMesh, sample_surface
 from backend.metrics.knn import morton_codes
@@ -118,11 +119,8 @@ def geometry_metrics(pred_vertices: np.ndarray, pred_faces: np.ndarray, gt_verti
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit face normals (F, 3) from counter-clockwise winding; zero for degenerate faces."""
-    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+    """Unit face normals (F, 3) float64 from counter-clockwise winding; zero for degenerate faces."""
+    return triangles.unit_normals(np.asarray(vertices, dtype=np.float64), faces)
 
 
 def point_to_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
@@ -139,9 +137,7 @@ def point_to_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     if not np.isfinite(points).all():
         raise InputError("points contain NaN or infinite values")
     vertices, faces = _mesh(vertices, faces, "mesh")
-    tri = vertices[faces]
-    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    keep = np.flatnonzero(area2 > 0)
+    keep = np.flatnonzero(triangles.areas(vertices, faces) > 0)
     if len(keep) == 0:
         raise InputError("mesh has no faces with area")
     used = faces if len(keep) == len(faces) else faces[keep]

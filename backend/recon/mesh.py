@@ -7,6 +7,7 @@ from skimage import measure
 
 from backend.errors import InputError
 from backend.recon.grid import GridSpec
+from backend.triangles import signed_volume  # noqa: F401 - re-exported: callers import it from here
 
 
 class NoSurfaceError(InputError):
@@ -37,7 +38,3 @@ def extract_surface(volume: np.ndarray, spec: GridSpec, level: float = 0.5,
     return vertices, faces
 
 
-def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Volume enclosed by a closed mesh; positive iff its triangles wind counter-clockwise from outside."""
-    tri = np.asarray(vertices, np.float64)[faces]
-    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)

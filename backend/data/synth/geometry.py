@@ -8,6 +8,7 @@ import numpy as np
 
 from backend.data.synth.outfits import PART_BONES, PART_INDEX, PARTS
 from backend.errors import InputError
+from backend.triangles import vertex_normals  # noqa: F401 - re-exported for the synth package
 
 
 def part_weights(bone_labels: list[str], vertex_bone_indices: np.ndarray,
@@ -73,18 +74,6 @@ def landmarks(vertices: np.ndarray, weights: np.ndarray) -> Landmarks:
         knee=pair("thigh_{s}", "shin_{s}"), ankle=pair("shin_{s}", "foot_{s}"), eye=eyes,
         neck=joint("torso", "neck"), skull_base=joint("neck", "head"), crown_z=float(v[head, 2].max()),
         face_y=float(v[head, 1].min()), back_y=float(v[head, 1].max()))
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (N, 3) float64."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        for c in range(3):
-            n[:, c] += np.bincount(f[:, k], weights=fn[:, c], minlength=len(v))
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 def subdivide_midpoint(vertices: np.ndarray, faces: np.ndarray, *attributes: np.ndarray
