@@ -1,26 +1,47 @@
-"""sRGB <-> scene-linear conversions for Blender colour attributes (docs/architecture.md).
+"""sRGB <-> linear transfer functions (the one definition) and colour-attribute layout (docs/architecture.md).
 
 avatex colours are sRGB-encoded floats; Blender's FLOAT_COLOR attributes hold scene-linear values. These
 are the IEC 61966-2-1 transfer functions, the same ones Blender's ``color_srgb`` accessor uses, so a
-colour written here as linear reads back through ``color_srgb`` as the sRGB value it started as.
+colour written here as linear reads back through ``color_srgb`` as the sRGB value it started as. The
+lighting levels use the extended form (``clip=False``: the power law continues above 1, so over-bright
+levels over-expose) and the colour metrics decode through it in float64 before CIELAB.
 Pure numpy: no bpy, so the tests and the backend environment can import it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+SRGB_ENCODE_LIMIT = 0.0031308
+"""Linear values up to this encode on the straight segment (IEC 61966-2-1)."""
+SRGB_DECODE_LIMIT = 1.055 * SRGB_ENCODE_LIMIT ** (1.0 / 2.4) - 0.055
+"""Code values up to this decode on the straight segment. The standard prints 0.04045; this is the exact
+image of the encoding threshold (0.0404482...), which colour-science uses too, so decode and encode are
+each other's inverse. The two pieces differ by ~2e-9 in between: only bit-wise agreement sees it."""
 
-def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> scene-linear, float32, same shape (clipped to [0, 1] first)."""
-    c = np.clip(np.asarray(srgb, dtype=np.float32), 0.0, 1.0)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+def srgb_to_linear(srgb: Any, *, clip: bool = True, dtype: Any = np.float32) -> np.ndarray:
+    """sRGB-encoded values -> linear, same shape, in ``dtype``.
+
+    ``clip``: clip to [0, 1] first (colour attributes); without it values above 1 follow the same power
+    law and values below 0 the straight segment.
+    """
+    c = np.asarray(srgb, dtype=dtype)
+    if clip:
+        c = np.clip(c, 0.0, 1.0)
+    curve = ((np.maximum(c, SRGB_DECODE_LIMIT) + 0.055) / 1.055) ** 2.4
+    return np.where(c <= SRGB_DECODE_LIMIT, c / 12.92, curve).astype(dtype, copy=False)
 
 
-def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """Scene-linear values -> sRGB-encoded, float32, clipped to [0, 1]."""
-    c = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1.0 / 2.4) - 0.055).astype(np.float32)
+def linear_to_srgb(linear: Any, *, clip: bool = True, dtype: Any = np.float32) -> np.ndarray:
+    """Linear values -> sRGB-encoded, same shape, in ``dtype``; ``clip`` as in :func:`srgb_to_linear`."""
+    c = np.asarray(linear, dtype=dtype)
+    if clip:
+        c = np.clip(c, 0.0, 1.0)
+    curve = 1.055 * np.maximum(c, SRGB_ENCODE_LIMIT) ** (1.0 / 2.4) - 0.055
+    return np.where(c <= SRGB_ENCODE_LIMIT, c * 12.92, curve).astype(dtype, copy=False)
 
 
 def rgba(rgb: np.ndarray, alpha: float = 1.0) -> np.ndarray:

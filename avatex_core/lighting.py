@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from . import color
+
 KINDS = ("point", "hdri")
 PAPER_LEVELS = ("wild", "intermediate", "clear")
 """The three levels of the paper's tables, in their order: the default of every render and evaluation."""
@@ -272,14 +274,13 @@ def keep_clear_of_subject(light: dict[str, Any], camera_vertices: np.ndarray,
 
 
 def srgb_to_linear(x: Any) -> np.ndarray:
-    """sRGB EOTF, extended above 1 with the same power law (over-bright levels over-expose)."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.where(x <= 0.04045, x / 12.92, ((np.maximum(x, 0.04045) + 0.055) / 1.055) ** 2.4)
+    """sRGB EOTF in float64, extended above 1 with the same power law (over-bright levels over-expose)."""
+    return color.srgb_to_linear(x, clip=False, dtype=np.float64)
 
 
 def linear_to_srgb(x: Any) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.maximum(x, 0.0031308) ** (1.0 / 2.4) - 0.055)
+    """The inverse of :func:`srgb_to_linear`, extended the same way."""
+    return color.linear_to_srgb(x, clip=False, dtype=np.float64)
 
 
 @dataclass(frozen=True)

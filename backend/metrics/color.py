@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from avatex_core.color import SRGB_DECODE_LIMIT, srgb_to_linear
+
 if TYPE_CHECKING:
     import torch
 
@@ -43,10 +45,8 @@ D65_XY = (0.3127, 0.3290)
 D65_WHITE = np.array([D65_XY[0] / D65_XY[1], 1.0, (1.0 - D65_XY[0] - D65_XY[1]) / D65_XY[1]])
 """XYZ of the D65 white point (Y = 1), the reference white of the Lab conversion."""
 
-# sRGB decoding is linear below this code value. IEC 61966-2-1 prints 0.04045; this is the exact image of
-# the encoding threshold 0.0031308 (0.0404482…), which colour-science uses too. The two pieces of the
-# curve differ by ~2e-9 (linear light) in between, so the choice only matters for bit-wise agreement.
-_SRGB_LINEAR_LIMIT = 1.055 * 0.0031308 ** (1.0 / 2.4) - 0.055
+# sRGB decoding is linear below this code value (avatex_core.color: the exact image of 0.0031308).
+_SRGB_LINEAR_LIMIT = SRGB_DECODE_LIMIT
 
 _LAB_EPSILON = 216.0 / 24389.0
 _LAB_KAPPA = 24389.0 / 27.0
@@ -75,8 +75,7 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb, dtype=np.float64)
     if rgb.shape[-1:] != (3,):
         raise ValueError(f"srgb_to_lab expects (..., 3) colours, got shape {rgb.shape}")
-    linear = np.where(rgb <= _SRGB_LINEAR_LIMIT, rgb / 12.92,
-                      np.power((np.maximum(rgb, _SRGB_LINEAR_LIMIT) + 0.055) / 1.055, 2.4))
+    linear = srgb_to_linear(rgb, clip=False, dtype=np.float64)
     xyz = linear @ (SRGB_TO_XYZ / D65_WHITE[:, None]).T
     f = np.where(xyz > _LAB_EPSILON, np.cbrt(xyz), (_LAB_KAPPA * xyz + 16.0) / 116.0)
     lab = np.empty_like(f)
@@ -196,13 +195,7 @@ def _delta_e(L1, a1, b1, C1, L2, a2, b2, C2):  # noqa: N803 - the standard's sym
     r = np.sqrt(x * x + y * y)
     none = r == 0  # both chromas zero: the standard's h̄' = 0
     r += none
-    cos1 = (x + none) / r
-    sin1 = y / r
-    cos2 = cos1 * cos1 - sin1 * sin1
-    sin2 = 2.0 * sin1 * cos1
-    t = (1.0 + _T_C1 * cos1 + _T_S1 * sin1 + 0.24 * cos2
-         + _T_C3 * (cos1 * cos2 - sin1 * sin2) + _T_S3 * (sin1 * cos2 + cos1 * sin2)
-         + _T_C4 * (cos2 * cos2 - sin2 * sin2) + _T_S4 * (2.0 * sin2 * cos2))
+    t = _hue_weight((x + none) / r, y / r)
     z = (hbar - _THETA_PEAK) / _THETA_WIDTH
     rotation = np.sin((2.0 * _THETA_AMPL) * np.exp(-(z * z)))
     cpbar = (cp1 + cp2) * 0.5
@@ -230,6 +223,17 @@ def _opposite_hues(x, y, dh, opposite, ap1, b1, ap2, b2):
     y[sel] = np.sin(hbar)
     dh[sel] = np.copysign(np.abs(dh[sel]), h2 - h1)
     return x, y, dh
+
+
+def _hue_weight(cos1, sin1):
+    """The standard's T from cos h̄' and sin h̄' (multiple angles by the addition formulas, no trig).
+
+    Plain arithmetic, so the numpy and the torch engine share it (numpy arrays or tensors alike)."""
+    cos2 = cos1 * cos1 - sin1 * sin1
+    sin2 = 2.0 * sin1 * cos1
+    return (1.0 + _T_C1 * cos1 + _T_S1 * sin1 + 0.24 * cos2
+            + _T_C3 * (cos1 * cos2 - sin1 * sin2) + _T_S3 * (sin1 * cos2 + cos1 * sin2)
+            + _T_C4 * (cos2 * cos2 - sin2 * sin2) + _T_S4 * (2.0 * sin2 * cos2))
 
 
 # --------------------------------------------------------------------------------------------- torch
@@ -274,6 +278,8 @@ def ciede2000_torch(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
 
 def delta_e_torch(L1, a1, b1, C1, L2, a2, b2, C2):  # noqa: N803
     """Torch kernel of CIEDE2000 on per-colour (L, a, b, C*ab) tensors that broadcast together."""
+    # Parallel to _delta_e on purpose: that one works in place on L2-sized blocks, this one stays free
+    # of data-dependent control flow for the GPU; tests hold them to each other on Sharma's pairs.
     import torch
 
     cbar = (C1 + C2) * 0.5
@@ -312,13 +318,7 @@ def delta_e_torch(L1, a1, b1, C1, L2, a2, b2, C2):  # noqa: N803
     r = torch.sqrt(x * x + y * y)
     none = (r == 0).to(r.dtype)
     r = r + none
-    cos1 = (x + none) / r
-    sin1 = y / r
-    cos2 = cos1 * cos1 - sin1 * sin1
-    sin2 = 2.0 * sin1 * cos1
-    t = (1.0 + _T_C1 * cos1 + _T_S1 * sin1 + 0.24 * cos2
-         + _T_C3 * (cos1 * cos2 - sin1 * sin2) + _T_S3 * (sin1 * cos2 + cos1 * sin2)
-         + _T_C4 * (cos2 * cos2 - sin2 * sin2) + _T_S4 * (2.0 * sin2 * cos2))
+    t = _hue_weight((x + none) / r, y / r)
     z = (hbar - _THETA_PEAK) / _THETA_WIDTH
     rotation = torch.sin((2.0 * _THETA_AMPL) * torch.exp(-(z * z)))
     cpbar = (cp1 + cp2) * 0.5

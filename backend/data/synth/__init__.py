@@ -90,7 +90,6 @@ from backend.data.synth.outfits import (  # noqa: F401
     Outfit,
     delta_e,
     random_outfit,
-    srgb_to_lab,
 )
 from backend.data.synth.paint import (  # noqa: F401
     bake_texture,

@@ -166,21 +166,10 @@ def _rgb(c) -> RGB:
     return (r, g, b)
 
 
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (D65) of sRGB colours in [0, 1]; enough to keep palette choices apart (not a metric)."""
-    c = np.asarray(rgb, dtype=np.float64)
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124564, 0.3575761, 0.1804375],
-                  [0.2126729, 0.7151522, 0.0721750],
-                  [0.0193339, 0.1191920, 0.9503041]])
-    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
-                    axis=-1)
-
-
 def delta_e(a: RGB, b: RGB) -> float:
-    """CIE76 colour difference of two 8-bit sRGB colours."""
+    """CIE76 colour difference of two 8-bit sRGB colours (palette choices, not a metric)."""
+    from backend.metrics.color import srgb_to_lab  # here: backend.metrics costs a second to import
+
     la, lb = srgb_to_lab(np.array([a, b], dtype=np.float64) / 255.0)
     return float(np.linalg.norm(la - lb))
 
