@@ -12,6 +12,7 @@ Pure standard library: the backend, the server's job runner and the Blender rend
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -105,3 +106,17 @@ def _clamp(fraction: float) -> float:
 
 NULL = Progress()
 """Reports nothing, never stops: the default of every ``progress=`` parameter."""
+
+
+def format_duration(seconds: float | None, missing: str = "?") -> str:
+    """A duration for people: ``1h02m``, ``3m04s`` or ``5s``; ``missing`` when unknown (None, NaN, inf).
+
+    One format for the command line, the experiment report and the add-on's panels, so an ETA reads the
+    same everywhere.
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return missing
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

@@ -2,7 +2,8 @@
 
 The Dataset panel is the renderer's (:mod:`.dataset_panel`). Drawing only reads state - settings from
 ``scene.avatex``, job progress from :data:`.runtime.RUNTIME` - and never computes anything heavy:
-draw callbacks run on every redraw.
+draw callbacks run on every redraw. The panels look alike by Blender's shape (``bl_*``, then ``draw``
+opening with the connection line); the job part they share is :func:`draw_task`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import bpy
 
 from avatex_core import heatmap
+from avatex_core.progress import format_duration
 
 from . import audit, tasks
 from .preferences import draw_status
@@ -25,15 +27,6 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def draw_connection(layout) -> None:
     row = layout.row(align=True)
     draw_status(row)
@@ -43,9 +36,13 @@ def draw_connection(layout) -> None:
         layout.label(text=RUNTIME.notice, icon="INFO")
 
 
-def draw_task(layout, kind: str, cancel_text: str = "Cancel") -> tasks.Task | None:
-    """Progress bar + cancel while a job runs; its outcome once it ended."""
+def draw_task(layout, kind: str, cancel_text: str = "Cancel",
+              start: tuple[str, str] | None = None) -> tasks.Task | None:
+    """Progress bar + cancel while a job runs; its outcome once it ended. ``start``: (operator, icon)
+    of the button that starts a job of this kind, drawn first while none runs."""
     task = RUNTIME.latest(kind)
+    if start is not None and (task is None or not task.active):
+        layout.operator(start[0], icon=start[1])
     if task is None:
         return None
     if task.active:
@@ -103,17 +100,14 @@ class AVATEX_PT_train(_Panel, bpy.types.Panel):
         col.prop(s, "steps")
         col.prop(s, "model")
         col.prop(s, "init_checkpoint")
-        task = RUNTIME.latest("train")
-        if task is None or not task.active:
-            layout.operator("avatex.train_start", icon="PLAY")
-        task = draw_task(layout, "train", cancel_text="Stop training")
+        task = draw_task(layout, "train", cancel_text="Stop training", start=("avatex.train_start", "PLAY"))
         if isinstance(task, tasks.TrainTask) and (task.step_now is not None or task.losses):
             grid = layout.grid_flow(columns=2, align=True)
             grid.label(text=f"Step {task.step_now or 0:,} / {task.total_steps:,}")
             grid.label(text=f"Loss {_fmt(task.loss_now, 4)}")
-            grid.label(text=f"ETA {_duration(task.eta_s)}" if task.active else "")
+            grid.label(text=f"ETA {format_duration(task.eta_s, '–')}" if task.active else "")
             elapsed = (task.finished or time.monotonic()) - task.started
-            grid.label(text=f"Elapsed {_duration(elapsed)}")
+            grid.label(text=f"Elapsed {format_duration(elapsed, '–')}")
         img = bpy.data.images.get(tasks.LOSS_IMAGE)
         if img is not None:
             preview = img.preview_ensure() if hasattr(img, "preview_ensure") else None
@@ -146,10 +140,7 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
                 col.prop(s, "mask_path")
         col.prop(s, "checkpoint")
         col.prop(s, "resolution")
-        task = RUNTIME.latest("reconstruct")
-        if task is None or not task.active:
-            layout.operator("avatex.reconstruct", icon="OUTLINER_OB_ARMATURE")
-        draw_task(layout, "reconstruct")
+        draw_task(layout, "reconstruct", start=("avatex.reconstruct", "OUTLINER_OB_ARMATURE"))
 
 
 class AVATEX_PT_audit(_Panel, bpy.types.Panel):
@@ -170,10 +161,7 @@ class AVATEX_PT_audit(_Panel, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(s, "k")
         row.prop(s, "space", text="")
-        task = RUNTIME.latest("audit")
-        if task is None or not task.active:
-            layout.operator("avatex.audit", icon="VIEWZOOM")
-        draw_task(layout, "audit")
+        draw_task(layout, "audit", start=("avatex.audit", "VIEWZOOM"))
 
         obj = s.audit_object or context.active_object
         summary = audit.summary_of(obj)

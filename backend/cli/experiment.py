@@ -39,10 +39,9 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from avatex_core.progress import Progress
+    from avatex_core.progress import Progress, format_duration
     from backend.errors import CancelledError
     from backend.experiment import run_experiment
-    from backend.experiment.pipeline import format_duration
     from backend.experiment.report import quote_command
 
     stop = {"requested": False}

@@ -10,6 +10,7 @@ from typing import Any
 
 from avatex_core.atomic import write_text
 from avatex_core.lighting import PAPER_LEVELS
+from avatex_core.progress import format_duration
 
 MODELS = ("baseline", "l1", "ssim")
 LABELS = {"baseline": "Baseline (clear, L1)", "l1": "Fine-tuned (L1)",
@@ -256,18 +257,13 @@ def write_command(results: Path, *, command: str | None, timings: Mapping[str, A
     for stage, t in timings.items():
         wall = float(t.get("wall_s", 0.0))
         total += wall
-        lines.append(f"| {stage} | {t.get('status', '?')} | {_duration(wall)} |")
-    lines.append(f"| **total** | | **{_duration(total)}** |")
+        lines.append(f"| {stage} | {t.get('status', '?')} | {format_duration(wall)} |")
+    lines.append(f"| **total** | | **{format_duration(total)}** |")
     lines.append("\nTimes are wall-clock on a machine shared with other jobs; they vary by tens of percent "
                  "between runs.\n")
     text = "\n".join(lines)
     write_text(results / "command.md", text)
     return results / "command.md"
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def quote_command(argv: list[str]) -> str:
