@@ -9,25 +9,12 @@ rounding, ties included, a lone value is not bolded); CSV keeps full precision.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from avatex_core.atomic import write_text
 from backend.errors import InputError
-from backend.metrics.table import LEVELS, METRIC_LABELS, OPTIONAL, flavour_note
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str
-    lower_is_better: bool = True
-    decimals: int = 2
-
+from backend.metrics.table import LEVELS, METRIC_LABELS, Metric, csv_table, markdown_table, write_pair
 
 METRICS: tuple[Metric, ...] = (
     Metric("patd", METRIC_LABELS["patd"]),
@@ -91,43 +78,14 @@ def rows(results: Results, levels: Sequence[str] | None = None
 def to_markdown(results: Results, levels: Sequence[str] | None = None,
                 dense_samples: int | None = None) -> str:
     """Markdown rows (module docstring); ``dense_samples`` is the N the flavour note states."""
-    models, table = rows(results, levels)
-    lines = ["| metric | level | " + " | ".join(m.replace("|", "\\|") for m in models) + " |",
-             "|---|---|" + "---:|" * len(models)]
-    for metric, level, values in table:
-        shown = [None if v is None else round(v, metric.decimals) for v in values]
-        present = [v for v in shown if v is not None]
-        best = (min(present) if metric.lower_is_better else max(present)) if present else None
-        cells = []
-        for v in shown:
-            if v is None:
-                cells.append("–")
-                continue
-            text = f"{v:.{metric.decimals}f}"
-            cells.append(f"**{text}**" if v == best and len(present) > 1 else text)
-        lines.append(f"| {metric.label} | {level} | " + " | ".join(cells) + " |")
-    if any(metric.key in OPTIONAL for metric, _, _ in table):
-        lines += ["", flavour_note(dense_samples)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(*rows(results, levels), dense_samples)
 
 
 def to_csv(results: Results, levels: Sequence[str] | None = None) -> str:
-    models, table = rows(results, levels)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["metric", "level", *models])
-    for metric, level, values in table:
-        writer.writerow([metric.label, level, *("" if v is None else repr(v) for v in values)])
-    return buf.getvalue()
+    return csv_table(*rows(results, levels))
 
 
 def write_tables(results: Results, out_stem: str | Path, levels: Sequence[str] | None = None,
                  dense_samples: int | None = None) -> tuple[Path, Path]:
     """``<stem>.md`` and ``<stem>.csv``, atomically (a .md/.csv suffix on the stem is dropped)."""
-    stem = Path(out_stem)
-    if stem.suffix.lower() in (".md", ".csv"):
-        stem = stem.with_suffix("")
-    md, csv_path = stem.parent / f"{stem.name}.md", stem.parent / f"{stem.name}.csv"
-    write_text(md, to_markdown(results, levels, dense_samples))
-    write_text(csv_path, to_csv(results, levels))
-    return md, csv_path
+    return write_pair(out_stem, to_markdown(results, levels, dense_samples), to_csv(results, levels))

@@ -13,6 +13,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from avatex_core.atomic import write_text
@@ -66,54 +67,87 @@ def table_rows(results: Results, levels: Sequence[str] | None = None,
     return models, rows
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One row kind of a table: its key in the results, label, direction and Markdown decimals."""
+
+    key: str
+    label: str
+    lower_is_better: bool = True
+    decimals: int = 2
+
+
+MetricRow = tuple[Metric, str, list[float | None]]
+
+
+def _metric(key: str, decimals: int) -> Metric:
+    return Metric(key, METRIC_LABELS.get(key, key), decimals=decimals)
+
+
 def to_markdown(results: Results, levels: Sequence[str] | None = None, metrics: Sequence[str] = METRICS,
                 decimals: int = 2, dense_samples: int | None = None) -> str:
     """GitHub Markdown table; the lowest value of each row (after rounding, ties included) is bold.
 
     With dense rows, a note follows naming each flavour (``dense_samples``: their N, when known)."""
     models, rows = table_rows(results, levels, metrics)
-    lines = ["| metric | level | " + " | ".join(_escape(m) for m in models) + " |",
-             "|---|---|" + "---:|" * len(models)]
-    for metric, level, values in rows:
-        shown = [None if v is None else round(v, decimals) for v in values]
-        present = [v for v in shown if v is not None]
-        best = min(present) if present else None
-        cells = []
-        for v in shown:
-            if v is None:
-                cells.append("–")
-            else:
-                text = f"{v:.{decimals}f}"
-                cells.append(f"**{text}**" if v == best and len(present) > 1 else text)
-        lines.append(f"| {METRIC_LABELS.get(metric, metric)} | {level} | " + " | ".join(cells) + " |")
-    if any(metric in OPTIONAL for metric, _, _ in rows):
-        lines += ["", flavour_note(dense_samples)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(models, [(_metric(m, decimals), lv, v) for m, lv, v in rows], dense_samples)
 
 
 def to_csv(results: Results, levels: Sequence[str] | None = None, metrics: Sequence[str] = METRICS) -> str:
     """CSV with columns metric, level, then one per model; full precision, empty cells for missing."""
     models, rows = table_rows(results, levels, metrics)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["metric", "level", *models])
-    for metric, level, values in rows:
-        writer.writerow([METRIC_LABELS.get(metric, metric), level,
-                         *("" if v is None else repr(v) for v in values)])
-    return buf.getvalue()
+    return csv_table(models, [(_metric(m, 2), lv, v) for m, lv, v in rows])
 
 
 def write_tables(results: Results, out_stem: str | Path, levels: Sequence[str] | None = None,
                  decimals: int = 2, dense_samples: int | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.csv`` atomically (a .md/.csv suffix on the stem is dropped)."""
+    return write_pair(out_stem, to_markdown(results, levels, decimals=decimals, dense_samples=dense_samples),
+                      to_csv(results, levels))
+
+
+# ------------------------------------------------- the writer (this table and the evaluation's)
+
+def markdown_table(models: Sequence[str], rows: Sequence[MetricRow], dense_samples: int | None = None
+                   ) -> str:
+    """Markdown of metric x level rows, one column per model; each row's best value (in its metric's
+    direction, after rounding, ties included; a lone value is not) in bold; "–" for missing; the flavour
+    note under it when a dense row is present."""
+    lines = ["| metric | level | " + " | ".join(str(m).replace("|", "\\|") for m in models) + " |",
+             "|---|---|" + "---:|" * len(models)]
+    for metric, level, values in rows:
+        shown = [None if v is None else round(v, metric.decimals) for v in values]
+        present = [v for v in shown if v is not None]
+        best = (min(present) if metric.lower_is_better else max(present)) if present else None
+        cells = []
+        for v in shown:
+            if v is None:
+                cells.append("–")
+                continue
+            text = f"{v:.{metric.decimals}f}"
+            cells.append(f"**{text}**" if v == best and len(present) > 1 else text)
+        lines.append(f"| {metric.label} | {level} | " + " | ".join(cells) + " |")
+    if any(metric.key in OPTIONAL for metric, _, _ in rows):
+        lines += ["", flavour_note(dense_samples)]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(models: Sequence[str], rows: Sequence[MetricRow]) -> str:
+    """CSV of the same rows: columns metric, level, then one per model; full precision, empty = missing."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["metric", "level", *models])
+    for metric, level, values in rows:
+        writer.writerow([metric.label, level, *("" if v is None else repr(v) for v in values)])
+    return buf.getvalue()
+
+
+def write_pair(out_stem: str | Path, markdown: str, csv_text: str) -> tuple[Path, Path]:
+    """``<stem>.md`` and ``<stem>.csv``, atomically (a .md/.csv suffix on the stem is dropped)."""
     stem = Path(out_stem)
     if stem.suffix.lower() in (".md", ".csv"):
         stem = stem.with_suffix("")
     md, csv_path = stem.parent / f"{stem.name}.md", stem.parent / f"{stem.name}.csv"
-    write_text(md, to_markdown(results, levels, decimals=decimals, dense_samples=dense_samples))
-    write_text(csv_path, to_csv(results, levels))
+    write_text(md, markdown)
+    write_text(csv_path, csv_text)
     return md, csv_path
-
-
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|")
