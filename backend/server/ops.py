@@ -9,6 +9,9 @@ worker thread and stream progress; the others are answered on the socket loop an
 Science handlers import the models, reconstruction, metrics and training code inside the function, so
 the server starts (and answers ``hello``) without importing torch, and a part that is missing answers
 ``not_available`` instead of breaking the server.
+
+This module holds the table and the reconstruct and evaluate operations; the administrative operations
+are in :mod:`.ops_admin`, training in :mod:`.ops_train`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import importlib.util
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,37 +29,38 @@ from typing import Any
 
 import numpy as np
 
-from backend.errors import AvatexError, CancelledError, InputError, NotAvailableError
+from backend.errors import AvatexError, InputError
 from backend.images import MAX_PIXELS, read_image
-from backend.server.jobs import DONE, FAILED, FINISHED, INTERRUPTED, Context, Job, JobFailed
-from backend.server.paths import PathError, check_output, write_output
-from backend.server.schema import TRAIN_CONFIG, Arg, ArraySpec, validate_fields
+from backend.server.jobs import Context, Job
+from backend.server.ops_admin import (  # noqa: F401 - DEFER and NotReady are re-exported
+    DEFER,
+    NotReady,
+    op_cancel,
+    op_checkpoints_list,
+    op_echo,
+    op_hello,
+    op_job_list,
+    op_job_result,
+    op_job_status,
+    op_ping,
+    op_shutdown,
+    op_train_cancel,
+    op_train_status,
+)
+from backend.server.ops_train import op_train, prepare_train
+from backend.server.paths import check_output, write_output
+from backend.server.schema import TRAIN_CONFIG, Arg, ArraySpec
 
 log = logging.getLogger("avatex.server")
 
-# Returned by an inline handler whose reply will come later from a job (``job.result`` with wait).
-DEFER = object()
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
-OFFICIAL_NAMES = ("net_G", "net_C")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr")
 MESH_OUT_SUFFIXES = (".ply", ".obj")
-# Keys of a training config that name paths (resolved under the roots); everything else passes through.
-# Every TrainConfig field that names a file or folder must be listed here.
-TRAIN_PATH_KEYS = ("data", "out", "config", "init_g", "init_c", "init", "resume", "cache_dir")
-# checkpoints.list runs on the socket loop: it stops after this long or this many directory entries.
-LIST_BUDGET_S = 0.1
-LIST_BUDGET_ENTRIES = 20_000
 _TIMEOUT = Arg("float", minimum=1.0, maximum=30 * 86400.0,
                doc="stop the job (error 'timeout') after this many seconds")
 
 
 class Forbidden(AvatexError):
     code = "forbidden"
-
-
-class NotReady(AvatexError):
-    code = "not_ready"
 
 
 @dataclass(frozen=True)
@@ -100,130 +103,6 @@ class Operation:
                 "arrays": None if self.arrays is None else {k: s.to_dict() for k, s in self.arrays.items()},
                 "local_only": self.local_only, "available": missing is None,
                 **({"missing": missing} if missing else {})}
-
-
-# --------------------------------------------------------------------------------------------------
-# administrative operations (inline)
-
-
-def op_hello(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    if args["client"]:
-        log.debug("hello from %s", args["client"])
-    return ctx.server.describe(), {}
-
-
-def op_ping(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    return {"time": time.time()}, {}
-
-
-def op_echo(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    # The arrays go back as they came: views of the received frames, sent again without a copy.
-    return {"data": args["data"], "arrays": {k: [a.dtype.name, list(a.shape)] for k, a in arrays.items()}}, \
-        dict(arrays)
-
-
-def op_job_status(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    job = ctx.server.jobs.owned(args["job"], ctx.owner)
-    ctx.reply_job = job.id
-    return job.status(), {}
-
-
-def op_job_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    jobs = [j for j in ctx.server.jobs.jobs_of(ctx.owner) if args["op"] is None or j.op == args["op"]]
-    return {"jobs": [j.status() for j in jobs]}, {}
-
-
-def op_job_result(args: dict, arrays: dict, ctx: Context) -> Any:
-    job = ctx.server.jobs.owned(args["job"], ctx.owner)
-    ctx.reply_job = job.id
-    if job.state == DONE:
-        job.subscribers.discard(ctx.request)
-        return job.result or {}, job.result_arrays
-    if job.state == FAILED:
-        error = job.error or {"code": "internal", "message": "failed"}
-        raise JobFailed(error["code"], error["message"])
-    if job.state in FINISHED or job.state == INTERRUPTED:
-        raise CancelledError(str(job.info.get("message") or f"job {job.id} was {job.state}"))
-    if args["wait"]:
-        ctx.server.jobs.subscribe(job, ctx.request)
-        return DEFER
-    raise NotReady(f"job {job.id} is {job.state} (stage {job.stage!r}, "
-                   f"{0 if job.fraction is None else round(100 * job.fraction)}%); ask again later or "
-                   "pass wait=true")
-
-
-def op_cancel(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    if (args["job"] is None) == (args["request"] is None):
-        raise InputError("cancel: give exactly one of 'job' (a job id) or 'request' (the id of one of "
-                         "your own requests)")
-    job_id = args["job"]
-    if job_id is None:
-        job_id = ctx.server.job_of_request(ctx.request[0], args["request"], ctx.owner)
-    job = ctx.server.jobs.cancel(ctx.server.jobs.owned(job_id, ctx.owner).id)
-    ctx.reply_job = job.id
-    return {"job": job.id, "state": job.state}, {}
-
-
-def op_train_status(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    if args["job"] is not None:
-        job = ctx.server.jobs.owned(args["job"], ctx.owner)
-        ctx.reply_job = job.id
-        return job.status(), {}
-    return {"jobs": [j.status() for j in ctx.server.jobs.jobs_of(ctx.owner) if j.op == "train.start"]}, {}
-
-
-def op_train_cancel(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    job = ctx.server.jobs.owned(args["job"], ctx.owner)
-    if job.op != "train.start":
-        raise InputError(f"job {job.id} is a {job.op} job, not training; use 'cancel'")
-    job = ctx.server.jobs.cancel(job.id)
-    ctx.reply_job = job.id
-    return {"job": job.id, "state": job.state}, {}
-
-
-def op_checkpoints_list(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    """Walk the roots for checkpoints, within a time and an entry budget: this runs on the socket loop,
-    and a root with a hundred thousand files must not stall every other client (``truncated`` says
-    the walk stopped early; name a ``dir`` to look deeper)."""
-    policy = ctx.server.paths
-    bases = [ctx.resolve_path(args["dir"], kind="dir")] if args["dir"] else list(policy.roots)
-    found: list[dict[str, Any]] = []
-    limit = args["limit"]
-    deadline, visited, stopped = time.monotonic() + LIST_BUDGET_S, 0, False
-
-    def spent() -> bool:
-        return len(found) > limit or visited > LIST_BUDGET_ENTRIES or time.monotonic() > deadline
-
-    for base in bases:
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-            depth = len(Path(dirpath).relative_to(base).parts)
-            dirnames[:] = [] if depth >= 8 else sorted(d for d in dirnames if not d.startswith("."))
-            visited += len(filenames) + len(dirnames)
-            for name in sorted(filenames):
-                if stopped := spent():
-                    break
-                suffix = os.path.splitext(name)[1].lower()
-                if suffix not in CHECKPOINT_SUFFIXES and name not in OFFICIAL_NAMES:
-                    continue
-                path = Path(os.path.realpath(os.path.join(dirpath, name)))
-                if not policy._inside(path) or not path.is_file():
-                    continue   # a symlink out of the roots
-                stat = path.stat()
-                found.append({"path": str(path), "relative": policy.relative(path), "size": stat.st_size,
-                              "modified": stat.st_mtime,
-                              "kind": "official" if name in OFFICIAL_NAMES else suffix.lstrip(".")})
-            if stopped or (stopped := spent()):
-                break
-        if stopped:
-            break
-    truncated = stopped
-    found = sorted(found[:limit], key=lambda c: -c["modified"])
-    return {"checkpoints": found, "truncated": truncated}, {}
-
-
-def op_shutdown(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    ctx.server.stop()
-    return {"stopping": True, "running_jobs": ctx.server.jobs.counts().get("running", 0)}, {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,108 +258,6 @@ def _colors01(colors: np.ndarray) -> np.ndarray:
     if colors.dtype == np.uint8:
         return colors.astype(np.float32) / np.float32(255.0)
     return np.asarray(colors, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------------------------------
-# training
-
-
-def _training_entry() -> Callable[..., dict]:
-    try:
-        module = importlib.import_module("backend.train")
-    except ImportError as exc:
-        raise NotAvailableError(f"training is not available on this server: {exc}") from None
-    run = getattr(module, "run_training", None)
-    if run is None:
-        raise NotAvailableError("training is not available on this server: backend.train has no "
-                                "run_training(config, *, progress)")
-    return run
-
-
-def _resolve_train_paths(config: dict, ctx: Context, what: str = "train.start: config") -> dict:
-    """``config`` typed and bounded (:data:`TRAIN_CONFIG`), with every path field resolved under the
-    roots (``out`` and ``cache_dir`` may not exist yet, but if they do they must be folders)."""
-    config = validate_fields(what, TRAIN_CONFIG, config)
-    for key in TRAIN_PATH_KEYS:
-        value = config.get(key)
-        if value is None or (key == "resume" and isinstance(value, bool)):
-            continue
-        path = ctx.resolve_path(value, must_exist=key not in ("out", "cache_dir"))
-        if key in ("out", "cache_dir", "data") and path.exists() and not path.is_dir():
-            raise PathError(f"{what}: {key!r} {value!r} must be a folder, and it is not")
-        config[key] = str(path)
-    return config
-
-
-def prepare_train(args: dict, arrays: dict, ctx: Context) -> dict | Job:
-    if args["resume"] is not None:
-        if args["config"]:
-            raise InputError("train.start: give either 'config' (a new run) or 'resume' (a job id)")
-        job = ctx.server.jobs.owned(args["resume"], ctx.owner)
-        if job.op != "train.start":
-            raise InputError(f"train.start: job {job.id} is a {job.op} job, not training")
-        return ctx.server.jobs.resubmit(job, ctx.request)
-    config = args["config"]
-    if not config:
-        raise InputError("train.start: 'config' is required (at least 'data' and 'out'), or 'resume'")
-    if "device" in config:
-        raise InputError("train.start: the server chooses the device (avatex serve --device); remove "
-                         "'device' from config")
-    if not config.get("out"):
-        raise InputError("train.start: config['out'] (the run folder, under a root) is required: "
-                         "checkpoints go there, and resuming needs it")
-    return {**args, "config": _resolve_train_paths(config, ctx)}
-
-
-def op_train(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
-    """Run ``backend.train.run_training(config, *, progress) -> dict``.
-
-    A TOML file named by ``config['config']`` is read here and merged under the request's fields, so
-    its paths are confined to the roots like the others. ``device`` is the device the server gave the
-    job. On a resumed job ``resume`` is the run folder (``out``), as ``avatex train --resume RUN``.
-    """
-    run_training = _training_entry()
-    config = dict(args["config"])
-    what = "train.start: config"
-    if config.get("config"):
-        from backend.train.config import toml_fields
-
-        toml = ctx.resolve_path(config.pop("config"), kind="file")
-        what = f"train.start: config file {toml.name}"
-        config = {**validate_fields(what, TRAIN_CONFIG, toml_fields(toml)), **config}
-    config = _resolve_train_paths(config, ctx, what)   # again: roots may differ after a restart
-    _check_model_size(config)
-    config["device"] = ctx.device
-    if ctx.resume and _has_checkpoint(config["out"]):
-        config["resume"] = config["out"]
-    elif ctx.resume:   # killed before its first checkpoint: nothing to resume, so start again at step 0
-        log.info("job %s has no checkpoint yet; starting it again from step 0", ctx.job_id)
-    result = run_training(config, progress=ctx.job_progress)
-    return dict(result or {}), {}
-
-
-def _has_checkpoint(out: str) -> bool:
-    from backend.train.loop import latest_checkpoint
-
-    return latest_checkpoint(Path(out)) is not None
-
-
-def _check_model_size(config: dict) -> None:
-    """Refuse a run whose model would be too large, before the trainer allocates it."""
-    from backend.models import ModelConfig
-    from backend.models.checkpoint import check_model_size
-
-    overrides = config.get("model_overrides") or {}
-    preset = config.get("model") or ("official" if config.get("init_g") else "small")
-    if preset not in ("small", "official"):
-        return   # TrainConfig names the allowed presets
-    build = ModelConfig.official if preset == "official" else ModelConfig.small
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    try:
-        model_config = build(**overrides)
-    except TypeError as exc:
-        raise InputError(f"train.start: model_overrides: {exc}") from None
-    check_model_size(model_config, "train.start: the model")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ Robustness, in the order a message meets it:
 Jobs are owned (docs/protocol.md, Security): the identity is the CurveZMQ public key when keys are on
 (the ZAP ``User-Id`` of the message), else the owner secret of the request header, hashed; a request
 without one gets a fresh secret back in its ``queued`` event.
+
+The configuration is :mod:`.config`, the reply byte budget :mod:`.ledger`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -47,6 +47,7 @@ from avatex_core import protocol
 from backend import __version__
 from backend.errors import AvatexError, CancelledError, InputError, NotAvailableError
 from backend.server import jobs as jobs_mod
+from backend.server.config import ServerConfig
 from backend.server.jobs import (
     CANCELLED,
     DONE,
@@ -59,86 +60,13 @@ from backend.server.jobs import (
     JobStore,
 )
 from backend.server.keys import load_server_keys
+from backend.server.ledger import TRACK_BYTES, ReplyLedger
 from backend.server.ops import DEFER, OPERATIONS, Forbidden, Operation
 from backend.server.paths import PathPolicy
 from backend.server.schema import validate_args, validate_arrays
 from backend.server.security import check_bind, is_local_peer
 
 log = logging.getLogger("avatex.server")
-
-
-@dataclass
-class ServerConfig:
-    """Everything ``avatex serve`` configures. Defaults are safe: loopback, no paths, one job per device."""
-
-    bind: str = "tcp://127.0.0.1:5555"
-    keys: Path | None = None
-    roots: list[Path] = field(default_factory=list)
-    devices: list[str] = field(default_factory=lambda: ["cpu"])
-    device_jobs: int = 1
-    workers: int = 2
-    max_queue: int = 16
-    state_dir: Path | None = None
-    resume_jobs: bool = True
-    limits: protocol.Limits = field(default_factory=protocol.Limits)
-    heartbeat_ivl_ms: int = 2000
-    heartbeat_timeout_ms: int = 10000
-    handshake_timeout_ms: int = 10000
-    retain_jobs: int = 64
-    retain_s: float = 3600.0
-    retain_bytes: int = 2 << 30
-    shutdown_grace_s: float = 10.0
-    max_queued_bytes: int = 1 << 30          # input arrays of waiting and running jobs
-    reply_budget_bytes: int = 256 << 20      # unsent reply bytes per client
-    reply_budget_total_bytes: int = 1 << 30  # unsent reply bytes, all clients together
-    send_hwm: int = 256                      # queued replies per client (libzmq counts messages)
-    recv_hwm: int = 16                       # received messages per client waiting for the loop
-
-
-# Frames at least this large are sent zero-copy and tracked; smaller ones libzmq copies (pyzmq's default
-# copy threshold), and those are bounded by the send high-water mark instead.
-TRACK_BYTES = 1 << 16
-
-
-class ReplyLedger:
-    """Bytes of replies handed to libzmq and not yet written to the client's connection.
-
-    libzmq's high-water marks count messages, so a client that never reads could otherwise pin
-    ``SNDHWM`` × the message limit. Each large frame's :class:`zmq.MessageTracker` says when libzmq has
-    let go of it (written, or dropped with the connection).
-    """
-
-    def __init__(self, per_peer: int, total: int):
-        self.per_peer, self.total = per_peer, total
-        self._pending: dict[bytes, list[tuple[list[zmq.MessageTracker], int]]] = {}
-
-    def held(self, identity: bytes | None = None) -> int:
-        """Bytes still held (for ``identity``, or for everyone); finished entries are dropped first."""
-        if identity is not None:
-            return self._prune(identity)
-        return sum(self._prune(peer) for peer in list(self._pending))
-
-    def admits(self, identity: bytes, size: int) -> bool:
-        """Whether a reply of ``size`` bytes fits both budgets. One reply to a client with nothing
-        pending always fits (it already passed the message limit), or large results could never go."""
-        mine, everyone = self._prune(identity), self.held()
-        fits_peer = mine == 0 or mine + size <= self.per_peer
-        return fits_peer and (everyone == 0 or everyone + size <= self.total)
-
-    def add(self, identity: bytes, trackers: list[zmq.MessageTracker], size: int) -> None:
-        if trackers:
-            self._pending.setdefault(identity, []).append((trackers, size))
-
-    def _prune(self, identity: bytes) -> int:
-        entries = self._pending.get(identity)
-        if not entries:
-            self._pending.pop(identity, None)
-            return 0
-        entries[:] = [(t, n) for t, n in entries if not all(x.done for x in t)]
-        if not entries:
-            del self._pending[identity]
-            return 0
-        return sum(n for _, n in entries)
 
 
 class Server:
