@@ -1,7 +1,9 @@
 """Operators: each gathers its inputs from the scene, sends one request and returns at once.
 
 The backend's reply is handled later by the timer (:mod:`.runtime`), so no operator ever waits on the
-network; progress and a Cancel button appear in the panel that started the job.
+network; progress and a Cancel button appear in the panel that started the job. The classes look
+alike by Blender's registration shape (``bl_idname``, ``bl_label``, ``bl_description``, ``execute``);
+what they share beyond it is in :func:`_fail`, :func:`_submit` and :class:`_OneAtATime`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,27 @@ GT_SOURCE_PROPERTY = "avatex_source"
 def _fail(op: bpy.types.Operator, message: str) -> set[str]:
     op.report({"ERROR"}, message)
     return {"CANCELLED"}
+
+
+class _OneAtATime:
+    """Mixin of the operators that start a job: available while no task of their ``kind`` runs."""
+
+    kind = ""
+
+    @classmethod
+    def poll(cls, context):
+        running = RUNTIME.latest(cls.kind)
+        return running is None or not running.active
+
+
+def _submit(op: bpy.types.Operator, task: tasks.Task, name: str, args: dict,
+            arrays: dict | None = None) -> set[str]:
+    """Send the request; a failure to send (not connected, bad keys, send queue full) is one line."""
+    try:
+        RUNTIME.submit(task, name, args, arrays)
+    except Exception as exc:
+        return _fail(op, f"could not send the request: {exc}")
+    return {"FINISHED"}
 
 
 def _abspath(path: str) -> str:
@@ -97,16 +120,12 @@ class AVATEX_OT_cancel(bpy.types.Operator):
 
 
 # ------------------------------------------------------------------------------------- reconstruct
-class AVATEX_OT_reconstruct(bpy.types.Operator):
+class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
     bl_idname = "avatex.reconstruct"
     bl_label = "Reconstruct"
     bl_description = ("Reconstruct a coloured 3D person from the image on the backend; the mesh appears at "
                       "the 3D cursor, named after the image")
-
-    @classmethod
-    def poll(cls, context):
-        running = RUNTIME.latest("reconstruct")
-        return running is None or not running.active
+    kind = "reconstruct"
 
     def execute(self, context):
         s = context.scene.avatex
@@ -139,12 +158,10 @@ class AVATEX_OT_reconstruct(bpy.types.Operator):
         meta = {"avatex_kind": "reconstruction", "avatex_image": name,
                 "avatex_checkpoint": args["checkpoint"] or ""}
         task = tasks.ReconstructTask(name, tuple(context.scene.cursor.location), meta)
-        try:
-            RUNTIME.submit(task, "reconstruct", args, arrays)
-        except Exception as exc:  # not connected, bad keys, send queue full
-            return _fail(self, f"could not send the request: {exc}")
-        self.report({"INFO"}, f"reconstructing {name} on the backend…")
-        return {"FINISHED"}
+        sent = _submit(self, task, "reconstruct", args, arrays)
+        if sent == {"FINISHED"}:
+            self.report({"INFO"}, f"reconstructing {name} on the backend…")
+        return sent
 
 
 # ------------------------------------------------------------------------------------------- audit
@@ -207,16 +224,12 @@ def audit_request(pred: bpy.types.Object, gt: bpy.types.Object | None, scene_set
     return args, arrays
 
 
-class AVATEX_OT_audit(bpy.types.Operator):
+class AVATEX_OT_audit(_OneAtATime, bpy.types.Operator):
     bl_idname = "avatex.audit"
     bl_label = "Audit texture"
     bl_description = ("Compute per-vertex PATD / PIPATD (CIEDE2000 against the ground truth) on the backend; "
                       "results land as attributes and a heatmap")
-
-    @classmethod
-    def poll(cls, context):
-        running = RUNTIME.latest("audit")
-        return running is None or not running.active
+    kind = "audit"
 
     def execute(self, context):
         s = context.scene.avatex
@@ -230,11 +243,7 @@ class AVATEX_OT_audit(bpy.types.Operator):
         except ValueError as exc:
             return _fail(self, str(exc))
         task = tasks.AuditTask(pred.name, len(pred.data.vertices), s.heatmap_metric)
-        try:
-            RUNTIME.submit(task, "evaluate", args, arrays)
-        except Exception as exc:
-            return _fail(self, f"could not send the request: {exc}")
-        return {"FINISHED"}
+        return _submit(self, task, "evaluate", args, arrays)
 
 
 class AVATEX_OT_audit_view(bpy.types.Operator):
@@ -275,15 +284,11 @@ class AVATEX_OT_selection_error(bpy.types.Operator):
 
 
 # ------------------------------------------------------------------------------------------- train
-class AVATEX_OT_train_start(bpy.types.Operator):
+class AVATEX_OT_train_start(_OneAtATime, bpy.types.Operator):
     bl_idname = "avatex.train_start"
     bl_label = "Start training"
     bl_description = "Start a training run on the backend (paths as the backend sees them)"
-
-    @classmethod
-    def poll(cls, context):
-        running = RUNTIME.latest("train")
-        return running is None or not running.active
+    kind = "train"
 
     def execute(self, context):
         s = context.scene.avatex
@@ -294,11 +299,7 @@ class AVATEX_OT_train_start(bpy.types.Operator):
         if s.init_checkpoint:
             config["init"] = _abspath(s.init_checkpoint)
         task = tasks.TrainTask(Path(config["out"]).name or "run", s.steps)
-        try:
-            RUNTIME.submit(task, "train.start", {"config": config})
-        except Exception as exc:
-            return _fail(self, f"could not send the request: {exc}")
-        return {"FINISHED"}
+        return _submit(self, task, "train.start", {"config": config})
 
 
 class AVATEX_OT_show_image(bpy.types.Operator):

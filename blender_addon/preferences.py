@@ -1,7 +1,8 @@
 """Add-on preferences: where the backend is, how to reach it securely, and how to start one locally.
 
 The UI only: the values are read through :mod:`.settings`, and the connection state drawn here comes
-from :mod:`.runtime`.
+from :mod:`.runtime`. The property declarations look alike by bpy's shape (name, subtype, default,
+description); each is its own setting.
 """
 
 from __future__ import annotations
