@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,13 +184,18 @@ def test_failed_handler_is_an_error_reply_and_the_server_keeps_serving(tmp_path)
         assert client.call("ping").result["time"] > 0
 
 
+def _state_and_root(tmp_path: Path) -> tuple[Path, Path, tuple[str, ...]]:
+    """A state folder, a data root and the server options naming them, for a server restarted in a test."""
+    state, root = tmp_path / "state", tmp_path / "root"
+    root.mkdir()
+    return state, root, ("--state", str(state), "--root", str(root))
+
+
 @pytest.mark.slow
 def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpoint(tmp_path):
     """The server-side mechanism (job records + resume) with the checkpointing ``count`` job; the same
     against a real training job is tests/test_server_training.py."""
-    state, root = tmp_path / "state", tmp_path / "root"
-    root.mkdir()
-    args = ("--state", str(state), "--root", str(root))
+    state, root, args = _state_and_root(tmp_path)
     server = spawn_test_server(*args)
     try:
         with Client(server.endpoint, owner=OWNER) as client:
@@ -221,16 +228,25 @@ def test_kill9_during_a_resumable_job_then_restart_resumes_from_the_last_checkpo
         server.close()
 
 
-def test_non_resumable_jobs_are_reported_interrupted_after_a_restart(tmp_path):
+def _kill9_after(tmp_path: Path, start: Callable[[Client], str]) -> str:
+    """Start a server on ``tmp_path``'s state, let ``start`` give a job id, then kill -9 the server."""
     server = spawn_test_server("--state", str(tmp_path))
     try:
         with Client(server.endpoint, owner=OWNER) as client:
-            rid = client.submit("light", {"n": 10_000, "delay_s": 0.01})
-            job = wait_for_first(client, rid).job
-            time.sleep(0.2)
+            job = start(client)
         server.kill9()
     finally:
         server.close()
+    return job
+
+
+def test_non_resumable_jobs_are_reported_interrupted_after_a_restart(tmp_path):
+    def running_job(client: Client) -> str:
+        job = wait_for_first(client, client.submit("light", {"n": 10_000, "delay_s": 0.01})).job
+        time.sleep(0.2)
+        return job
+
+    job = _kill9_after(tmp_path, running_job)
     server = spawn_test_server("--state", str(tmp_path))
     try:
         with Client(server.endpoint, owner=OWNER) as client, pytest.raises(BackendError) as info:
@@ -321,9 +337,7 @@ def test_one_server_per_state_folder(tmp_path):
 
 @pytest.mark.slow
 def test_clean_shutdown_interrupts_a_resumable_job_and_the_next_start_resumes_it(tmp_path):
-    state, root = tmp_path / "state", tmp_path / "root"
-    root.mkdir()
-    args = ("--state", str(state), "--root", str(root))
+    state, root, args = _state_and_root(tmp_path)
     server = spawn_test_server(*args)
     try:
         with Client(server.endpoint, owner=OWNER) as client:
@@ -370,13 +384,7 @@ def test_a_handler_returning_unsendable_arrays_fails_its_job_not_the_server():
 
 
 def test_after_a_restart_finished_results_without_their_arrays_say_so(tmp_path):
-    server = spawn_test_server("--state", str(tmp_path))
-    try:
-        with Client(server.endpoint, owner=OWNER) as client:
-            job = client.call("light", {"n": 3, "delay_s": 0}, timeout=30).job
-        server.kill9()
-    finally:
-        server.close()
+    job = _kill9_after(tmp_path, lambda client: client.call("light", {"n": 3, "delay_s": 0}, timeout=30).job)
     server = spawn_test_server("--state", str(tmp_path))
     try:
         with Client(server.endpoint, owner=OWNER) as client, pytest.raises(BackendError) as info:
