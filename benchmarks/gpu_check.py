@@ -27,6 +27,7 @@ Training and the DDP check need a rendered dataset: ``--data``, or one rendered 
 (by Cycles on the CPU; the cuda tests render on the GPU). ``--quick`` shrinks every size
 so the script's logic runs on a CPU in seconds (tests/test_gpu_check.py). The JSON is rewritten after
 each section, so a run cut short keeps what it measured. docs/api.md says how to run it.
+One file of about 500 lines on purpose: it is carried to the GPU machine and run there as one script.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ EXPERIMENT_TRAIN: dict[str, Any] = {"model": "small", "log_every": 10, "keep_che
 class Budget:
     """Every size and step count of one experiment (docs/experiment.md explains each choice)."""
 
+    # Field lists like TrainConfig's in shape only: the experiment's sizes, not a training run's.
     name: str
     summary: str
     # -- data: synthesised avatars rendered into a relit dataset

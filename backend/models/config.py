@@ -31,6 +31,7 @@ class ModelConfig:
     CPU-sized variant with the same structure.
     """
 
+    # Field lists like TrainConfig's in shape only: each config declares its own settings.
     load_size: int = 512
     """Network input size (square). Feature maps are ``load_size / 4``."""
     num_stack: int = 4

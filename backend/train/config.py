@@ -41,6 +41,7 @@ class TrainConfig:
     (:mod:`backend.cli.dataclass_args`), and the defaults here are the only ones.
     """
 
+    # Field lists like ModelConfig's and Budget's in shape only: each config declares its own settings.
     # -- data and run folder
     data: str = ""
     """relit dataset folder (avatex render)"""
