@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 import igl  # noqa: E402
 
+from backend import triangles  # noqa: E402
 from backend.meshio import ColoredMesh, sample_surface  # noqa: E402
 from backend.metrics.geometry import point_to_surface  # noqa: E402
 from backend.metrics.knn import morton_codes  # noqa: E402
@@ -63,7 +64,7 @@ def old_point_to_surface(points: np.ndarray, vertices: np.ndarray, faces: np.nda
 
 def _old_search(points, vertices, faces, candidates):
     tri_all = vertices[faces]
-    area2 = np.linalg.norm(np.cross(tri_all[:, 1] - tri_all[:, 0], tri_all[:, 2] - tri_all[:, 0]), axis=1)
+    area2 = np.linalg.norm(triangles.edge_cross(tri_all), axis=1)
     tri = tri_all[area2 > 0]
     table = _TriangleTable(tri)
     centroids = tri.mean(axis=1)

@@ -247,6 +247,7 @@ def srgb_to_lab_torch(rgb: torch.Tensor) -> torch.Tensor:
     if not rgb.is_floating_point():
         raise ValueError("srgb_to_lab_torch expects floating-point colours in [0, 1]")
     matrix = torch.as_tensor(SRGB_TO_XYZ / D65_WHITE[:, None], dtype=rgb.dtype, device=rgb.device)
+    # avatex_core.color's decode, in torch: the tensors stay on their device (same threshold).
     linear = torch.where(rgb <= _SRGB_LINEAR_LIMIT, rgb / 12.92,
                          ((torch.clamp(rgb, min=_SRGB_LINEAR_LIMIT) + 0.055) / 1.055) ** 2.4)
     xyz = linear @ matrix.T
