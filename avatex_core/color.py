@@ -17,9 +17,9 @@ import numpy as np
 SRGB_ENCODE_LIMIT = 0.0031308
 """Linear values up to this encode on the straight segment (IEC 61966-2-1)."""
 SRGB_DECODE_LIMIT = 1.055 * SRGB_ENCODE_LIMIT ** (1.0 / 2.4) - 0.055
-"""Code values up to this decode on the straight segment. The standard prints 0.04045; this is the exact
-image of the encoding threshold (0.0404482...), which colour-science uses too, so decode and encode are
-each other's inverse. The two pieces differ by ~2e-9 in between: only bit-wise agreement sees it."""
+"""Code values up to this decode on the straight segment. The standard prints 0.04045; this is the
+encoding threshold's image under the power law (0.0404499...), as colour-science has it. The two pieces
+differ by ~2e-9 (linear light) around it: only bit-wise agreement sees the choice."""
 
 
 def srgb_to_linear(srgb: Any, *, clip: bool = True, dtype: Any = np.float32) -> np.ndarray:

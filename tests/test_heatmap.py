@@ -70,6 +70,25 @@ def test_srgb_transfer_function_known_points():
                                [0.0, 0.21404114, 1.0, 0.04 / 12.92], rtol=1e-6)
 
 
+def test_srgb_transfer_function_clips_or_extends_and_its_pieces_meet():
+    x = np.array([-0.1, 0.5, 1.5])
+    clipped = color.srgb_to_linear(x)
+    assert clipped.dtype == np.float32
+    np.testing.assert_allclose(clipped, [0.0, 0.21404114, 1.0], rtol=1e-6)
+    extended = color.srgb_to_linear(x, clip=False, dtype=np.float64)
+    assert extended.dtype == np.float64
+    above = ((1.5 + 0.055) / 1.055) ** 2.4   # the power law goes on above 1 (over-bright levels)
+    np.testing.assert_allclose(extended, [-0.1 / 12.92, 0.21404114, above], rtol=1e-6)
+    assert above > 1.9
+    np.testing.assert_allclose(color.linear_to_srgb(extended, clip=False, dtype=np.float64), x, atol=1e-12)
+    # The decode threshold is the encode threshold's image under the power law (as colour-science has
+    # it); the standard's two pieces miss each other there by about 2e-9.
+    t = color.SRGB_DECODE_LIMIT
+    assert t == pytest.approx(0.0404499, abs=1e-7)
+    assert ((t + 0.055) / 1.055) ** 2.4 == pytest.approx(0.0031308, abs=1e-15)
+    assert 0 < ((t + 0.055) / 1.055) ** 2.4 - t / 12.92 < 3e-9
+
+
 def test_legend_labels_and_colours():
     legend = heatmap.legend()
     assert [label for label, _ in legend] == ["0", "5", "10", "15", "20+"]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from avatex_core.progress import NULL, Cancelled, Progress
+from avatex_core.progress import NULL, Cancelled, Progress, format_duration
 from backend.errors import CancelledError
 
 
@@ -88,3 +88,11 @@ def test_the_null_progress_reports_nothing_and_never_stops():
     NULL.sub(0.0, 0.5).report("y", 1.0)
     NULL.check()
     assert not NULL.cancelled
+
+
+def test_one_duration_format_for_the_cli_the_report_and_the_panels():
+    assert [format_duration(s) for s in (0, 4.6, 59.4, 184, 3599.6, 3725, 90_000)] == \
+        ["0s", "5s", "59s", "3m04s", "1h00m", "1h02m", "25h00m"]
+    assert format_duration(-3) == "0s"   # a clock that stepped back shows zero, not a minus sign
+    assert format_duration(None) == "?" and format_duration(float("inf")) == "?"
+    assert format_duration(float("nan"), "–") == "–"   # the panels' placeholder
