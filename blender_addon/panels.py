@@ -36,13 +36,13 @@ def draw_connection(layout) -> None:
         layout.label(text=RUNTIME.notice, icon="INFO")
 
 
-def draw_task(layout, kind: str, cancel_text: str = "Cancel",
-              start: tuple[str, str] | None = None) -> tasks.Task | None:
-    """Progress bar + cancel while a job runs; its outcome once it ended. ``start``: (operator, icon)
-    of the button that starts a job of this kind, drawn first while none runs."""
+def draw_task(layout, kind: str, cancel_text: str = "Cancel", start: str | None = None,
+              icon: str = "PLAY") -> tasks.Task | None:
+    """Progress bar + cancel while a job runs; its outcome once it ended. ``start``, ``icon``: the
+    operator (and its icon) that starts a job of this kind, drawn first while none runs."""
     task = RUNTIME.latest(kind)
     if start is not None and (task is None or not task.active):
-        layout.operator(start[0], icon=start[1])
+        layout.operator(start, icon=icon)
     if task is None:
         return None
     if task.active:
@@ -100,7 +100,8 @@ class AVATEX_PT_train(_Panel, bpy.types.Panel):
         col.prop(s, "steps")
         col.prop(s, "model")
         col.prop(s, "init_checkpoint")
-        task = draw_task(layout, "train", cancel_text="Stop training", start=("avatex.train_start", "PLAY"))
+        task = draw_task(layout, "train", cancel_text="Stop training", start="avatex.train_start",
+                         icon="PLAY")
         if isinstance(task, tasks.TrainTask) and (task.step_now is not None or task.losses):
             grid = layout.grid_flow(columns=2, align=True)
             grid.label(text=f"Step {task.step_now or 0:,} / {task.total_steps:,}")
@@ -140,7 +141,7 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
                 col.prop(s, "mask_path")
         col.prop(s, "checkpoint")
         col.prop(s, "resolution")
-        draw_task(layout, "reconstruct", start=("avatex.reconstruct", "OUTLINER_OB_ARMATURE"))
+        draw_task(layout, "reconstruct", start="avatex.reconstruct", icon="OUTLINER_OB_ARMATURE")
 
 
 class AVATEX_PT_audit(_Panel, bpy.types.Panel):
@@ -161,7 +162,7 @@ class AVATEX_PT_audit(_Panel, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(s, "k")
         row.prop(s, "space", text="")
-        draw_task(layout, "audit", start=("avatex.audit", "VIEWZOOM"))
+        draw_task(layout, "audit", start="avatex.audit", icon="VIEWZOOM")
 
         obj = s.audit_object or context.active_object
         summary = audit.summary_of(obj)
