@@ -145,10 +145,23 @@ def uv_to_pixels(uv: np.ndarray, size: int) -> np.ndarray:
 
 def texel_points(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(linear texel index (K,), the 3D surface point (K, 3) float32 at each covered texel's centre)."""
-    pix, face, bary = rasterize(uv_to_pixels(uv, size), faces, size, size)
-    corners = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)[face]]
-    return pix, np.einsum("kc,kcj->kj", bary, corners).astype(np.float32)
+    """(linear texel index (K,), the 3D surface point (K, 3) float32 of each texel to bake).
+
+    The texels whose centres a UV triangle covers, plus the texel under each triangle corner when no
+    centre covers it (there the corner's own point is used): a chart too thin to cover a centre would
+    otherwise take a neighbouring chart's colour from the dilation.
+    """
+    xy = uv_to_pixels(uv, size)
+    pix, face, bary = rasterize(xy, faces, size, size)
+    faces = np.asarray(faces, dtype=np.int64)
+    cell = np.clip(np.floor(xy).astype(np.int64), 0, size - 1)
+    corner_pix = cell[:, 1] * size + cell[:, 0]
+    extra, first = np.unique(corner_pix, return_index=True)
+    keep = ~np.isin(extra, pix)
+    v = np.asarray(vertices, dtype=np.float64)
+    corners = v[faces[face]]
+    points = np.concatenate([np.einsum("kc,kcj->kj", bary, corners), v[first[keep]]])
+    return np.concatenate([pix, extra[keep]]), points.astype(np.float32)
 
 
 def dilate(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
@@ -192,16 +205,24 @@ def texture_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, *, 
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     v, f = decimate(vertices, faces, target_faces)
+    # Zero-area faces (marching cubes and edge collapses both leave a few) render nothing, and xatlas
+    # parks them at UV (0, 0), whose texel belongs to some real chart.
+    tri = v[f].astype(np.float64)
+    f = f[np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) > 1e-12]
     seconds["decimate"] = time.perf_counter() - t
     t = time.perf_counter()
     source, f_uv, uv = unwrap(v, f, size)
     v_uv = v[source]
     seconds["unwrap"] = time.perf_counter() - t
+    px = uv_to_pixels(uv, size)[f_uv]
+    uv_area = np.abs(np.cross(px[:, 1] - px[:, 0], px[:, 2] - px[:, 0]))
     t = time.perf_counter()
     texture, bake_stats = bake_texture(color_fn, v_uv, f_uv, uv, size)
     seconds["bake"] = time.perf_counter() - t
     stats = {"texture_size": size, "faces": int(len(f_uv)), "vertices": int(len(v_uv)),
              "source_faces": int(len(faces)), **bake_stats,
+             # xatlas leaves the odd sliver without a chart, at UV (0, 0): it shows one texel's colour.
+             "uncharted_faces": int((uv_area == 0).sum()),
              "seconds": {k: round(s, 4) for k, s in seconds.items()}}
     return TexturedMesh(v_uv, f_uv, uv, texture, stats)
 
