@@ -246,3 +246,33 @@ print(json.dumps({{"faces": len(obj.data.polygons), "uv_layers": len(obj.data.uv
     # glTF is y-up; Blender is z-up: the body's height lands on Blender's z.
     height = float(textured.vertices[:, 1].max() - textured.vertices[:, 1].min())
     assert abs(info["height"] - height) < 1e-3
+
+
+@pytest.mark.slow
+def test_server_reconstruct_with_texture_returns_and_saves_the_textured_mesh(tmp_path):
+    import shutil
+
+    from avatex_core.client import BackendError, Client
+    from backend.meshio import sample_texture
+    from tests.test_server_support import running_server
+
+    shutil.copy(CHECKPOINT, tmp_path / "small.pt")
+    image = body_image(256)
+    with running_server(roots=[tmp_path], devices=["cpu"]) as server, Client(server.endpoint) as client:
+        stages = []
+        res = client.call("reconstruct", {"checkpoint": "small.pt", "resolution": 64, "texture": 512,
+                                          "faces": 2000, "out": "out/rec.glb"}, {"image": image},
+                          timeout=600, on_progress=lambda e: stages.append(e.stage))
+        with pytest.raises(BackendError, match="'out' must end in .glb or .obj with 'texture'"):
+            client.call("reconstruct", {"checkpoint": "small.pt", "texture": 512, "out": "x.ply"},
+                        {"image": image}, timeout=60)
+        with pytest.raises(BackendError, match="texture"):
+            client.call("reconstruct", {"checkpoint": "small.pt", "texture": 500}, {"image": image},
+                        timeout=60)
+    arrays = res.arrays
+    assert arrays["texture"].shape == (512, 512, 3) and arrays["texture"].dtype == np.uint8
+    assert arrays["uv"].shape == (len(arrays["vertices"]), 2) and len(arrays["faces"]) <= 2000
+    np.testing.assert_allclose(arrays["colors"], sample_texture(arrays["texture"], arrays["uv"]))
+    assert "texture" in stages and res.result["stats"]["texture"]["texture_size"] == 512
+    saved = load_mesh(tmp_path / "out" / "rec.glb")
+    assert saved.has_texture and len(saved.faces) == len(arrays["faces"])

@@ -86,13 +86,14 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int | No
             np.ascontiguousarray(uv, dtype=np.float32))
 
 
-def rasterize(xy: np.ndarray, faces: np.ndarray, width: int, height: int, *, chunk: int = 4_000_000
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rasterize(xy: np.ndarray, faces: np.ndarray, width: int, height: int, *, chunk: int = 4_000_000,
+              unique: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels whose centres lie inside the 2D triangles ``xy[faces]``.
 
     ``xy`` (N, 2) are continuous pixel coordinates (column, row) with pixel (i, j)'s centre at
     (i + 0.5, j + 0.5). Returns (linear pixel index ``row * width + col`` (K,), face (K,), float64
-    barycentrics (K, 3)); a pixel on an edge shared by two triangles is reported once (for the first).
+    barycentrics (K, 3)); a pixel on an edge shared by two triangles is reported once (for the first);
+    ``unique=False`` keeps every (pixel, triangle) hit instead, for a depth test.
     Each triangle's bounding box is enumerated with ``np.repeat``, in groups of at most ``chunk``
     candidate pixels, so memory stays bounded at 4096².
     """
@@ -132,6 +133,8 @@ def rasterize(xy: np.ndarray, faces: np.ndarray, width: int, height: int, *, chu
     if not pix_parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3))
     pix = np.concatenate(pix_parts)
+    if not unique:
+        return pix, np.concatenate(face_parts), np.clip(np.concatenate(bary_parts), 0, 1)
     _, first = np.unique(pix, return_index=True)
     return pix[first], np.concatenate(face_parts)[first], np.clip(np.concatenate(bary_parts)[first], 0, 1)
 
