@@ -42,6 +42,29 @@ def attribute_material(name: str, attribute: str) -> bpy.types.Material:
     return mat
 
 
+def texture_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
+    """A new material ``name``: Image Texture (the mesh's UV map) -> Principled BSDF base colour.
+
+    One per textured mesh, unlike :func:`attribute_material`: the image is the mesh's own.
+    """
+    mat = bpy.data.materials.new(name)
+    if bpy.app.version < (5, 0, 0):
+        mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    nodes.clear()
+    tex = nodes.new("ShaderNodeTexImage")
+    tex.image = image
+    tex.location = (-400, 0)
+    bsdf = nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.location = (-100, 0)
+    bsdf.inputs["Roughness"].default_value = 0.7
+    out = nodes.new("ShaderNodeOutputMaterial")
+    out.location = (250, 0)
+    links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    return mat
+
+
 def assign_single_material(obj: bpy.types.Object, mat: bpy.types.Material) -> None:
     """Make ``mat`` the object's only material (data-linked, like an imported mesh's)."""
     mesh = obj.data

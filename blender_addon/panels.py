@@ -146,6 +146,9 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
                 col.prop(s, "mask_path")
         col.prop(s, "checkpoint")
         col.prop(s, "resolution")
+        col.prop(s, "texture")
+        if s.texture != "NONE":
+            col.prop(s, "texture_faces")
         task = RUNTIME.latest("reconstruct")
         if task is None or not task.active:
             layout.operator("avatex.reconstruct", icon="OUTLINER_OB_ARMATURE")
