@@ -7,25 +7,11 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-import blender_addon  # noqa: E402
 from blender_addon import mesh_import as mi  # noqa: E402
-from blender_addon import runtime, tasks  # noqa: E402
+from blender_addon import tasks  # noqa: E402
+from tests.test_addon import addon, empty_scene  # noqa: E402, F401  (registration, a clean scene per test)
 
 pytestmark = pytest.mark.blender
-
-
-@pytest.fixture(scope="module")
-def addon():
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
-
-
-@pytest.fixture(autouse=True)
-def empty_scene(addon):
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    runtime.RUNTIME.tasks.clear()
-    yield
 
 
 def test_textured_result_lands_with_uvs_image_and_material():
