@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import torch
 from avatex_core import canonical
 from backend.evaluation.framing import reconstruction_to_canonical
 from backend.meshio import ColoredMesh, load_mesh, sample_surface
-from backend.metrics.patd import texture_distance
+from backend.metrics.patd import gt_point_set, texture_distance
 from backend.models.checkpoint import load_checkpoint
 from backend.recon.framing import frame_subject
 from backend.recon.pipeline import _vertex_colors
@@ -45,11 +46,18 @@ AVATARS = ROOT / "tests" / "fixtures" / "avatars"
 CHECKPOINT = ROOT / "backend" / "assets" / "pifu_small.pt"
 
 
-def canonical_gt(index: int) -> ColoredMesh:
+def canonical_gt(index: int) -> tuple[ColoredMesh, ColoredMesh]:
+    """(the textured GT in the canonical space, its PATD point set: 1M texture-coloured surface samples,
+    drawn once so every prediction of the avatar meets the same GT points)."""
     mesh = load_mesh(AVATARS / f"avatar_{index:04d}.obj")
     norm = canonical.normalization_for(mesh.vertices)
     mesh.vertices = norm.apply(mesh.vertices)
-    return mesh
+    points, rgb, _, _ = gt_point_set(mesh, rng=0)
+    return mesh, ColoredMesh(points, np.zeros((0, 3), np.int64), vertex_colors=rgb.astype(np.float32))
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def front_view(gt: ColoredMesh, size: int = 512) -> np.ndarray:
@@ -94,8 +102,9 @@ def main() -> None:
     calib = canonical.calib_for_view(0.0)
     rows, timing = [], None
     for index in args.avatars:
-        gt = canonical_gt(index)
-        image = front_view(gt)
+        gt_mesh, gt = canonical_gt(index)
+        image = front_view(gt_mesh)
+        log(f"avatar_{index:04d}: rendered")
         rec, first = reconstruct_textured(model, image, texture_size=args.sizes[0], target_faces=args.faces,
                                           resolution=args.resolution, device="cpu")
         full = ColoredMesh(reconstruction_to_canonical(rec.vertices, rec.stats, calib).astype(np.float64),
@@ -105,6 +114,7 @@ def main() -> None:
                "vertex_colored_full": {"vertex": patd(full.vertices, rec.colors, gt),
                                        "dense": patd(*dense_points(full, args.samples), gt)},
                "textured": {}}
+        log(f"avatar_{index:04d}: reconstructed, {len(rec.vertices)} vertices, full-mesh PATD done")
         framed = frame_subject(image, None, size=model.config.load_size)
         calib_t = torch.from_numpy(calib).float().unsqueeze(0)
         with torch.inference_mode():
@@ -125,6 +135,7 @@ def main() -> None:
                     "faces": len(tm.faces), "vertex": patd(mesh.vertices, mesh.per_vertex_colors(), gt),
                     "dense": patd(*dense_points(mesh, args.samples), gt), "seconds": tm.stats["seconds"],
                     "texels": tm.stats["texels"], "uncharted_faces": tm.stats["uncharted_faces"]}
+                log(f"avatar_{index:04d}: {size}² {row['textured'][str(size)]}")
                 if timing is None and size == max(args.sizes):
                     timing = {"size": size, "texels": tm.stats["texels"],
                               "batched_query_s": tm.stats["query_seconds"],
