@@ -155,7 +155,15 @@ def main() -> None:
                         timing["bake_total_s"] / max(rec.stats["seconds"]["color"], 1e-9), 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        report = summarise(rows, timing, args)
+        if args.out is not None:   # after every avatar, so a stopped run still leaves its figures
+            from avatex_core.atomic import write_text
 
+            write_text(args.out, json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+def summarise(rows: list[dict], timing: dict | None, args: argparse.Namespace) -> dict:
     def mean(get) -> float:
         return round(float(np.mean([get(r) for r in rows])), 3)
 
@@ -163,16 +171,10 @@ def main() -> None:
                                        for f in ("vertex", "dense")},
                "textured": {str(s): {f: mean(lambda r, s=s, f=f: r["textured"][str(s)][f])
                                      for f in ("vertex", "dense")} for s in args.sizes}}
-    report = {"benchmark": "texture", "avatars": [r["avatar"] for r in rows], "faces": args.faces,
-              "resolution": args.resolution, "checkpoint": CHECKPOINT.name, "device": "cpu",
-              "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
-              "patd_mean_over_avatars": summary, "timing": timing, "per_avatar": rows}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        from avatex_core.atomic import write_text
-
-        write_text(args.out, text + "\n")
+    return {"benchmark": "texture", "avatars": [r["avatar"] for r in rows], "faces": args.faces,
+            "resolution": args.resolution, "checkpoint": CHECKPOINT.name, "device": "cpu",
+            "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
+            "patd_mean_over_avatars": summary, "timing": timing, "per_avatar": rows}
 
 
 if __name__ == "__main__":
