@@ -22,24 +22,41 @@ def attribute_material(name: str, attribute: str) -> bpy.types.Material:
     mesh carries its own attribute values, the material only names the attribute.
     """
     mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+    attr = _principled(mat, "ShaderNodeAttribute")
+    attr.attribute_type = "GEOMETRY"
+    attr.attribute_name = attribute
+    # Solid mode with "Material" colouring uses the diffuse colour: keep it neutral.
+    mat.diffuse_color = (0.8, 0.8, 0.8, 1.0)
+    return mat
+
+
+def texture_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
+    """A new material ``name``: Image Texture (the mesh's UV map) -> Principled BSDF base colour.
+
+    One per textured mesh, unlike :func:`attribute_material`: the image is the mesh's own.
+    """
+    mat = bpy.data.materials.new(name)
+    _principled(mat, "ShaderNodeTexImage").image = image
+    return mat
+
+
+def _principled(mat: bpy.types.Material, source: str) -> bpy.types.ShaderNode:
+    """Rebuild ``mat`` as node ``source``'s Color -> Principled BSDF base colour -> output; returns the
+    source node for the caller to configure."""
     if bpy.app.version < (5, 0, 0):  # 5.0 deprecates use_nodes: node trees always exist there
         mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     nodes.clear()
-    attr = nodes.new("ShaderNodeAttribute")
-    attr.attribute_type = "GEOMETRY"
-    attr.attribute_name = attribute
-    attr.location = (-400, 0)
+    src = nodes.new(source)
+    src.location = (-400, 0)
     bsdf = nodes.new("ShaderNodeBsdfPrincipled")
     bsdf.location = (-100, 0)
     bsdf.inputs["Roughness"].default_value = 0.7
     out = nodes.new("ShaderNodeOutputMaterial")
     out.location = (250, 0)
-    links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+    links.new(src.outputs["Color"], bsdf.inputs["Base Color"])
     links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
-    # Solid mode with "Material" colouring uses the diffuse colour: keep it neutral.
-    mat.diffuse_color = (0.8, 0.8, 0.8, 1.0)
-    return mat
+    return src
 
 
 def assign_single_material(obj: bpy.types.Object, mat: bpy.types.Material) -> None:

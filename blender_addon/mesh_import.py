@@ -349,6 +349,28 @@ def corners_to_points(mesh: bpy.types.Mesh, values: np.ndarray) -> np.ndarray:
     return (out / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
 
 
+def set_uv(mesh: bpy.types.Mesh, uv: np.ndarray, name: str = "UVMap") -> bpy.types.MeshUVLoopLayer:
+    """A UV map from per-vertex UVs (N, 2), origin bottom-left (Blender's and OBJ's convention)."""
+    uv = _per_vertex(uv, len(mesh.vertices), 2, "UVs")
+    layer = mesh.uv_layers.get(name) or mesh.uv_layers.new(name=name)
+    layer.data.foreach_set("uv", np.ascontiguousarray(uv[corner_verts(mesh)], dtype=np.float32).ravel())
+    return layer
+
+
+def image_from_rgb(name: str, rgb: np.ndarray) -> bpy.types.Image:
+    """A packed sRGB image datablock from (H, W, 3) uint8 pixels, row 0 at the top (as PNGs store them)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"texture must be uint8 (H, W, 3), got {rgb.dtype} {list(rgb.shape)}")
+    h, w = rgb.shape[:2]
+    image = bpy.data.images.new(name, w, h, alpha=False)
+    pixels = np.ones((h, w, 4), dtype=np.float32)
+    pixels[..., :3] = rgb[::-1] / np.float32(255.0)    # Blender's rows run bottom-up
+    image.pixels.foreach_set(pixels.ravel())
+    image.pack()
+    return image
+
+
 def read_point_colors(mesh: bpy.types.Mesh, name: str | None = None) -> np.ndarray | None:
     """(N, 3) float32 sRGB colours of a colour attribute (default: the render colour, else the active).
 

@@ -155,6 +155,8 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
         except images.ImageError as exc:
             return _fail(self, str(exc))
         args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}
+        if s.texture != "NONE":
+            args.update(texture=int(s.texture), faces=s.texture_faces)
         meta = {"avatex_kind": "reconstruction", "avatex_image": name,
                 "avatex_checkpoint": args["checkpoint"] or ""}
         task = tasks.ReconstructTask(name, tuple(context.scene.cursor.location), meta)

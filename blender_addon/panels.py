@@ -141,6 +141,9 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
                 col.prop(s, "mask_path")
         col.prop(s, "checkpoint")
         col.prop(s, "resolution")
+        col.prop(s, "texture")
+        if s.texture != "NONE":
+            col.prop(s, "texture_faces")
         draw_task(layout, "reconstruct", start="avatex.reconstruct", icon="OUTLINER_OB_ARMATURE")
 
 

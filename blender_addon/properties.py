@@ -54,6 +54,16 @@ class AvatexSettings(bpy.types.PropertyGroup):
                     "folders); empty: the backend's default")
     resolution: IntProperty(name="Resolution", default=256, min=16, max=1024,
                             description="Marching-cubes grid resolution (higher: finer mesh, slower)")
+    texture: EnumProperty(
+        name="Texture", default="NONE",
+        items=[("NONE", "Vertex colours", "The full marching-cubes mesh with one colour per vertex"),
+               ("1024", "1024²", "A decimated mesh with a 1024² texture baked from the colour field"),
+               ("2048", "2048²", "A decimated mesh with a 2048² texture baked from the colour field"),
+               ("4096", "4096²", "A decimated mesh with a 4096² texture baked from the colour field"),
+               ("512", "512²", "A decimated mesh with a 512² texture baked from the colour field")],
+        description="Vertex colours, or a game-ready textured mesh")
+    texture_faces: IntProperty(name="Faces", default=20_000, min=100, max=1_000_000,
+                               description="Face budget of the textured mesh")
 
     # -- Audit
     audit_object: PointerProperty(name="Reconstruction", type=bpy.types.Object, poll=_is_mesh,

@@ -18,7 +18,7 @@ import numpy as np
 from avatex_core import canonical, protocol
 
 from . import audit, loss_plot, materials
-from .mesh_import import COLOR_ATTRIBUTE, StagedImport
+from .mesh_import import COLOR_ATTRIBUTE, StagedImport, image_from_rgb, set_uv
 
 LOSS_IMAGE = "avatex loss"
 LOSS_IMAGE_EVERY_S = 0.5
@@ -124,11 +124,13 @@ class ReconstructTask(Task):
         self.meta = meta
         self.importer: StagedImport | None = None
         self.object_name: str | None = None
+        self.texture: tuple[np.ndarray, np.ndarray] | None = None   # (uv, texture) of a textured result
 
     def apply(self, result: dict, arrays: dict[str, np.ndarray]) -> Iterator[str]:
         for key in ("vertices", "faces", "colors"):
             if key not in arrays:
                 raise ValueError(f"the backend's reply has no {key!r} array")
+        self.texture = (arrays["uv"], arrays["texture"]) if "texture" in arrays and "uv" in arrays else None
         self.importer = StagedImport(self.name, arrays["vertices"], arrays["faces"], arrays["colors"],
                                      finish=self._place)
         while self.importer.step():
@@ -137,8 +139,14 @@ class ReconstructTask(Task):
 
     def _place(self, obj: bpy.types.Object) -> None:
         place_canonical(obj, self.location)
-        materials.assign_single_material(
-            obj, materials.attribute_material(materials.COLORS_MATERIAL, COLOR_ATTRIBUTE))
+        if self.texture is not None:
+            uv, texture = self.texture
+            set_uv(obj.data, uv)
+            image = image_from_rgb(f"{obj.name} texture", texture)
+            materials.assign_single_material(obj, materials.texture_material(f"{obj.name} texture", image))
+        else:
+            materials.assign_single_material(
+                obj, materials.attribute_material(materials.COLORS_MATERIAL, COLOR_ATTRIBUTE))
         for key, value in self.meta.items():
             obj[key] = value
         self.object_name = obj.name

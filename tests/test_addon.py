@@ -22,24 +22,10 @@ from blender_addon import audit, images, materials, operators, runtime, tasks  #
 from blender_addon import mesh_import as mi  # noqa: E402
 from blender_addon.local_backend import LaunchError, LocalBackend, serve_command  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
+from tests.helpers.addon import addon, empty_scene  # noqa: E402, F401, F811  (registration, clean scenes)
 from tests.helpers.meshes import grid, mesh_arrays  # noqa: E402
 
 pytestmark = pytest.mark.blender
-
-
-@pytest.fixture(scope="module")
-def addon():
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
-
-
-@pytest.fixture(autouse=True)
-def empty_scene(addon):
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    runtime.RUNTIME.tasks.clear()
-    runtime.RUNTIME.selection = None
-    yield
 
 
 def grid_mesh(name: str = "recon", n: int = 20, colors: np.ndarray | None = None):
@@ -52,7 +38,7 @@ def grid_mesh(name: str = "recon", n: int = 20, colors: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------- registration
-def test_registration_adds_panels_operators_and_settings(addon):
+def test_registration_adds_panels_operators_and_settings(addon):  # noqa: F811  (the fixture)
     for name in ("AVATEX_PT_train", "AVATEX_PT_reconstruct", "AVATEX_PT_audit"):
         panel = getattr(bpy.types, name)
         assert panel.bl_category == "avatex" and panel.bl_region_type == "UI"

@@ -3,7 +3,9 @@
 The subject is framed as PIFu expects (450 of 512 px tall, centred) using the mask, which is the image's
 alpha channel unless --mask is given. Weights: an avatex checkpoint (--checkpoint) or the official PIFu
 files (--net-g, optionally --net-c; without a colour net the vertex colours come from the image).
-Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up, facing +z).
+Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up, facing +z). With
+--texture SIZE it writes a decimated mesh with a UV texture baked from the colour field instead: GLB, or
+OBJ + MTL + PNG (docs/api.md, "Textured output").
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="avatex checkpoint")
     parser.add_argument("--net-g", type=Path, default=None, help="official PIFu net_G file")
     parser.add_argument("--net-c", type=Path, default=None, help="official PIFu net_C file")
-    parser.add_argument("--out", type=Path, required=True, help="output mesh, .ply or .obj")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output mesh, .ply or .obj (with --texture: .glb or .obj)")
+    parser.add_argument("--texture", type=int, choices=(512, 1024, 2048, 4096), default=None, metavar="SIZE",
+                        help="write a decimated mesh with a SIZE² texture baked from the colour field "
+                             "(512, 1024, 2048 or 4096)")
+    parser.add_argument("--faces", type=int, default=20_000,
+                        help="face budget of the textured mesh (default 20000)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--resolution", type=int, default=256, help="grid cells per axis (default 256)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -35,8 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from backend.errors import InputError
 
-    if args.out.suffix.lower() not in (".ply", ".obj"):
-        raise InputError(f"--out must end in .ply or .obj, got {args.out.name!r}")
+    if args.texture is not None:
+        if args.out.suffix.lower() not in (".glb", ".obj"):
+            raise InputError(f"with --texture, --out must end in .glb or .obj, got {args.out.name!r}")
+        if args.faces < 100:
+            raise InputError(f"--faces must be at least 100, got {args.faces}")
+    elif args.out.suffix.lower() not in (".ply", ".obj"):
+        raise InputError(f"--out must end in .ply or .obj (.glb needs --texture), got {args.out.name!r}")
     if args.checkpoint is None and args.net_g is None:
         raise InputError("give the weights: --checkpoint CKPT, or --net-g NET_G [--net-c NET_C]")
     if args.checkpoint is not None and (args.net_g is not None or args.net_c is not None):
@@ -64,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     bar = None if args.no_progress else tqdm(total=100, unit="%", file=sys.stderr, leave=False,
                                              bar_format="{desc:<10} {bar} {percentage:3.0f}%")
-    spans = {"frame": (0, 2), "encode": (2, 15), "occupancy": (15, 85), "mesh": (85, 90), "color": (90, 100)}
+    spans = {"frame": (0, 2), "encode": (2, 15), "occupancy": (15, 85), "mesh": (85, 90), "color": (90, 95),
+             "texture": (95, 100)}
 
     def progress(stage: str, fraction: float, info: dict) -> None:
         if bar is None:
@@ -74,15 +88,33 @@ def run(args: argparse.Namespace) -> int:
         bar.n = lo + (hi - lo) * fraction
         bar.refresh()
 
+    textured = None
     try:
-        result = reconstruct(model, image, mask, resolution=args.resolution, device=args.device,
-                             progress=Progress(progress, interval_s=0.1))
+        if args.texture is None:
+            result = reconstruct(model, image, mask, resolution=args.resolution, device=args.device,
+                                 progress=Progress(progress, interval_s=0.1))
+        else:
+            from backend.recon.texture import reconstruct_textured
+
+            result, textured = reconstruct_textured(model, image, mask, texture_size=args.texture,
+                                                    target_faces=args.faces, resolution=args.resolution,
+                                                    device=args.device,
+                                                    progress=Progress(progress, interval_s=0.1))
     finally:
         if bar is not None:
             bar.close()
+    s = result.stats
+    if textured is not None:
+        from backend.recon.texture import save_textured
+
+        written = save_textured(args.out, textured, overwrite=args.overwrite)
+        t = textured.stats
+        print(f"wrote {', '.join(str(p) for p in written)}: {t['faces']} faces (from {t['source_faces']}), "
+              f"{args.texture}² texture ({t['coverage']:.0%} covered), {s['seconds']['total']:.1f} s "
+              f"reconstruction + {sum(t['seconds'].values()):.1f} s texture on {s['device']}")
+        return 0
     write_output(args.out, lambda p: save_mesh(p, result.vertices, result.faces, result.colors),
                  args.overwrite, "--out")
-    s = result.stats
     print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces, "
           f"{s['points_evaluated']} points evaluated at resolution {s['resolution']}, "
           f"{s['seconds']['total']:.1f} s on {s['device']}")

@@ -156,8 +156,10 @@ def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
         if args[key] is not None:
             ctx.resolve_path(args[key], kind="file")
     if args["out"] is not None:
-        if os.path.splitext(args["out"])[1].lower() not in MESH_OUT_SUFFIXES:
-            raise InputError(f"reconstruct: 'out' must end in {' or '.join(MESH_OUT_SUFFIXES)}")
+        suffixes = MESH_OUT_SUFFIXES if args.get("texture") is None else (".glb", ".obj")
+        if os.path.splitext(args["out"])[1].lower() not in suffixes:
+            raise InputError(f"reconstruct: 'out' must end in {' or '.join(suffixes)}"
+                             + ("" if args.get("texture") is None else " with 'texture'"))
         check_output(ctx.resolve_path(args["out"], must_exist=False), args["overwrite"])
     for name in ("image", "mask"):
         if name in arrays:
@@ -190,6 +192,8 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     model = MODELS.get(key, lambda: load_models(checkpoint=paths["checkpoint"], net_g=paths["net_g"],
                                                 net_c=paths["net_c"], device=ctx.device))
     ctx.check_stop()
+    if args.get("texture") is not None:
+        return _reconstruct_textured(model, image, mask, args, ctx)
     rec = reconstruct(model, image, mask, resolution=args["resolution"], device=ctx.device,
                       progress=ctx.job_progress)
     vertices = np.ascontiguousarray(rec.vertices, dtype=np.float32)
@@ -203,6 +207,29 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
         write_output(out, lambda p: save_mesh(p, vertices, faces, colors), args["overwrite"])
         result["saved"] = str(out)
     return result, {"vertices": vertices, "faces": faces, "colors": colors}
+
+
+def _reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None, args: dict, ctx: Context
+                          ) -> tuple[dict, dict]:
+    """The textured variant: the decimated mesh, its UVs and texture, and per-vertex colours read from
+    the texture (so a client that only knows vertex colours still shows the mesh sensibly)."""
+    from backend.meshio import sample_texture
+    from backend.recon.texture import reconstruct_textured, save_textured
+
+    rec, tm = reconstruct_textured(model, image, mask, texture_size=args["texture"],
+                                   target_faces=args["faces"], resolution=args["resolution"],
+                                   device=ctx.device, progress=ctx.job_progress)
+    stats = {**dict(rec.stats or {}), "texture": tm.stats}
+    result: dict[str, Any] = {"vertices": len(tm.vertices), "faces": len(tm.faces), "stats": stats}
+    if args["out"] is not None:
+        out = ctx.resolve_path(args["out"], must_exist=False)
+        result["saved"] = [str(p) for p in save_textured(out, tm, overwrite=args["overwrite"])]
+    arrays = {"vertices": np.ascontiguousarray(tm.vertices, dtype=np.float32),
+              "faces": np.ascontiguousarray(tm.faces, dtype=np.int32),
+              "colors": sample_texture(tm.texture, tm.uv),
+              "uv": np.ascontiguousarray(tm.uv, dtype=np.float32),
+              "texture": np.ascontiguousarray(tm.texture, dtype=np.uint8)}
+    return result, arrays
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,12 +309,18 @@ _OPERATIONS = (
                     "net_g": Arg("str", doc="official net_G path"),
                     "net_c": Arg("str", doc="official net_C path"),
                     "resolution": Arg("int", default=256, minimum=16, maximum=1024),
-                    "out": Arg("str", doc="also save the mesh here (.ply/.obj, under a root)"),
+                    "out": Arg("str", doc="also save the mesh here (.ply/.obj; with texture .glb/.obj; "
+                                          "under a root)"),
+                    "texture": Arg("int", choices=(512, 1024, 2048, 4096),
+                                   doc="return a decimated mesh with a texture of this size baked from the "
+                                       "colour field"),
+                    "faces": Arg("int", default=20_000, minimum=100, maximum=1_000_000,
+                                 doc="face budget of the textured mesh"),
                     "overwrite": Arg("bool", default=False, doc="replace an existing 'out' file"),
                     "timeout_s": _TIMEOUT},
               arrays={"image": _IMAGE, "mask": _MASK},
               result="vertices, faces, stats, saved; arrays vertices f32 (N,3), faces i32 (F,3), "
-                     "colors f32 (N,3)",
+                     "colors f32 (N,3); with texture also uv f32 (N,2) and texture u8 (S,S,3)",
               job=True, device=True, prepare=prepare_reconstruct,
               requires=("backend.models", "backend.recon")),
     Operation("evaluate", op_evaluate, "PATD / PIPATD of a coloured mesh against its ground truth.",

@@ -1,0 +1,330 @@
+"""Game-ready output: a decimated mesh with a UV texture baked from the colour field.
+
+PIFu's marching-cubes mesh has 60-80k vertices and one colour each. The colour net is a continuous
+field, so it can be queried anywhere on the surface: a texture holds far more colour detail per byte
+than vertex colours. The steps (docs/api.md, "Textured output"):
+
+1. :func:`decimate` the mesh to a face budget with quadric edge collapse (``fast-simplification``),
+   which keeps the silhouette because it minimises the distance to the original planes;
+2. :func:`unwrap` it into a padded atlas (``xatlas``);
+3. :func:`rasterize` every UV triangle: the texels whose centres it covers, with barycentrics, all in
+   vectorised numpy; :func:`bake_texture` turns those into surface points, queries the colour there in
+   batches and fills the gutter texels from their nearest island texel, so bilinear and mip-mapped
+   lookups at a seam never read the empty background;
+4. :func:`save_textured` writes GLB (glTF 2.0, baseColorTexture, y-up) or OBJ + MTL + PNG.
+
+:func:`reconstruct_textured` runs it after :func:`backend.recon.reconstruct`, colouring the texels
+with the same routine that colours the vertices there.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avatex_core.atomic import write_bytes, write_text
+from backend.errors import InputError
+
+TEXTURE_SIZES = (512, 1024, 2048, 4096)
+DEFAULT_FACES = 20_000
+TEXTURED_SUFFIXES = (".glb", ".obj")
+ColorFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class TexturedMesh:
+    """A UV-textured mesh: float32 vertices (M, 3) (split along UV seams), int32 faces (F, 3)
+    counter-clockwise from outside, float32 uv (M, 2) with the origin at the image's bottom-left (the
+    OBJ convention, as :mod:`backend.meshio` reads textures), uint8 sRGB texture (S, S, 3)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    texture: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int = DEFAULT_FACES
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric edge-collapse decimation to about ``target_faces`` faces; a mesh already under the
+    budget comes back unchanged. Winding is preserved (collapses keep the surviving triangles'
+    orientation), so the result stays counter-clockwise from outside."""
+    if not isinstance(target_faces, int) or target_faces < 100:
+        raise InputError(f"target face count must be an integer >= 100, got {target_faces!r}")
+    vertices = np.ascontiguousarray(vertices, dtype=np.float32)
+    faces = np.ascontiguousarray(faces, dtype=np.int32)
+    if len(faces) <= target_faces:
+        return vertices, faces
+    import fast_simplification
+
+    v, f = fast_simplification.simplify(vertices, faces, target_count=target_faces)
+    return np.ascontiguousarray(v, dtype=np.float32), np.ascontiguousarray(f, dtype=np.int32)
+
+
+def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UV atlas for a ``size``² texture: (source vertex of each new vertex (M,), faces (F, 3) on the
+    new vertices, uv (M, 2) in [0, 1]). ``padding`` is the gap between charts in texels (default
+    ``size / 256``, at least 2): the dilation fills it, and it must outlast the coarsest mip level a
+    viewer is likely to use."""
+    import xatlas
+
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(np.ascontiguousarray(vertices, dtype=np.float32), np.ascontiguousarray(faces, np.uint32))
+    pack = xatlas.PackOptions()
+    pack.resolution = int(size)
+    pack.padding = int(padding if padding is not None else max(2, size // 256))
+    pack.bilinear = True
+    atlas.generate(pack_options=pack)
+    vmapping, indices, uv = atlas[0]
+    return (vmapping.astype(np.int64), np.ascontiguousarray(indices, dtype=np.int32),
+            np.ascontiguousarray(uv, dtype=np.float32))
+
+
+def rasterize(xy: np.ndarray, faces: np.ndarray, width: int, height: int, *, chunk: int = 4_000_000,
+              unique: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels whose centres lie inside the 2D triangles ``xy[faces]``.
+
+    ``xy`` (N, 2) are continuous pixel coordinates (column, row) with pixel (i, j)'s centre at
+    (i + 0.5, j + 0.5). Returns (linear pixel index ``row * width + col`` (K,), face (K,), float64
+    barycentrics (K, 3)); a pixel on an edge shared by two triangles is reported once (for the first);
+    ``unique=False`` keeps every (pixel, triangle) hit instead, for a depth test.
+    Each triangle's bounding box is enumerated with ``np.repeat``, in groups of at most ``chunk``
+    candidate pixels, so memory stays bounded at 4096².
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    tri = xy[faces]  # (F, 3, 2)
+    lo = np.maximum(np.ceil(tri.min(axis=1) - 0.5).astype(np.int64), 0)    # first centre >= min
+    hi = np.minimum(np.floor(tri.max(axis=1) - 0.5).astype(np.int64), [width - 1, height - 1])
+    span = np.maximum(hi - lo + 1, 0)
+    counts = span[:, 0] * span[:, 1]
+    group = np.maximum(np.cumsum(counts) - 1, 0) // chunk
+    pix_parts, face_parts, bary_parts = [], [], []
+    for sel in np.split(np.arange(len(faces)), np.flatnonzero(np.diff(group)) + 1):
+        sel = sel[counts[sel] > 0]
+        if not len(sel):
+            continue
+        n = counts[sel]
+        fidx = np.repeat(sel, n)
+        local = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        w = span[fidx, 0]
+        px = lo[fidx, 0] + local % w
+        py = lo[fidx, 1] + local // w
+        a, b, c = tri[fidx, 0], tri[fidx, 1], tri[fidx, 2]
+        cx, cy = px + 0.5, py + 0.5
+        area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        w0 = (b[:, 0] - cx) * (c[:, 1] - cy) - (b[:, 1] - cy) * (c[:, 0] - cx)
+        w1 = (c[:, 0] - cx) * (a[:, 1] - cy) - (c[:, 1] - cy) * (a[:, 0] - cx)
+        ok = np.abs(area) > 1e-12
+        safe = np.where(ok, area, 1.0)
+        l0, l1 = w0 / safe, w1 / safe
+        l2 = 1.0 - l0 - l1
+        eps = -1e-9
+        inside = ok & (l0 >= eps) & (l1 >= eps) & (l2 >= eps)
+        pix_parts.append(py[inside] * width + px[inside])
+        face_parts.append(fidx[inside])
+        bary_parts.append(np.stack([l0[inside], l1[inside], l2[inside]], axis=1))
+    if not pix_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3))
+    pix = np.concatenate(pix_parts)
+    if not unique:
+        return pix, np.concatenate(face_parts), np.clip(np.concatenate(bary_parts), 0, 1)
+    _, first = np.unique(pix, return_index=True)
+    return pix[first], np.concatenate(face_parts)[first], np.clip(np.concatenate(bary_parts)[first], 0, 1)
+
+
+def uv_to_pixels(uv: np.ndarray, size: int) -> np.ndarray:
+    """UVs (origin bottom-left) -> continuous texel coordinates (column, row from the top), the
+    convention of :func:`backend.meshio.sample_texture`."""
+    uv = np.asarray(uv, dtype=np.float64)
+    return np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size], axis=1)
+
+
+def texel_points(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(linear texel index (K,), the 3D surface point (K, 3) float32 of each texel to bake).
+
+    The texels whose centres a UV triangle covers, plus the texel under each triangle corner when no
+    centre covers it (there the corner's own point is used): a chart too thin to cover a centre would
+    otherwise take a neighbouring chart's colour from the dilation.
+    """
+    xy = uv_to_pixels(uv, size)
+    pix, face, bary = rasterize(xy, faces, size, size)
+    faces = np.asarray(faces, dtype=np.int64)
+    cell = np.clip(np.floor(xy).astype(np.int64), 0, size - 1)
+    corner_pix = cell[:, 1] * size + cell[:, 0]
+    extra, first = np.unique(corner_pix, return_index=True)
+    keep = ~np.isin(extra, pix)
+    v = np.asarray(vertices, dtype=np.float64)
+    corners = v[faces[face]]
+    points = np.concatenate([np.einsum("kc,kcj->kj", bary, corners), v[first[keep]]])
+    return np.concatenate([pix, extra[keep]]), points.astype(np.float32)
+
+
+def dilate(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """Every unfilled texel takes the value of its nearest filled texel (Euclidean), so the gutters
+    between islands continue each island's border colour instead of the background's."""
+    from scipy import ndimage
+
+    if filled.all() or not filled.any():
+        return image
+    _, (iy, ix) = ndimage.distance_transform_edt(~filled, return_indices=True)
+    return image[iy, ix]
+
+
+def bake_texture(color_fn: ColorFn, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
+                 ) -> tuple[np.ndarray, dict]:
+    """Texture (size, size, 3) uint8 sRGB whose texels hold ``color_fn`` at their surface points.
+
+    ``color_fn`` maps float32 points (K, 3) to sRGB (K, 3) in [0, 1]; it is called once with every
+    covered texel (it batches internally). Returns the image and stats (texels queried, coverage).
+    """
+    pix, points = texel_points(vertices, faces, uv, size)
+    if not len(pix):
+        raise InputError("the UV atlas covers no texel centre (texture too small for the mesh?)")
+    t = time.perf_counter()
+    colors = np.asarray(color_fn(points), dtype=np.float32)
+    query_s = time.perf_counter() - t
+    image = np.zeros((size * size, 3), dtype=np.uint8)
+    image[pix] = np.clip(np.rint(colors * 255.0), 0, 255).astype(np.uint8)
+    filled = np.zeros(size * size, dtype=bool)
+    filled[pix] = True
+    image = dilate(image.reshape(size, size, 3), filled.reshape(size, size))
+    return np.ascontiguousarray(image), {"texels": int(len(pix)), "coverage": round(len(pix) / size ** 2, 4),
+                                         "query_seconds": round(query_s, 4)}
+
+
+def texture_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, *, size: int = 2048,
+                 target_faces: int = DEFAULT_FACES) -> TexturedMesh:
+    """Decimate, unwrap and bake: the whole textured path on any mesh and colour field."""
+    if size not in TEXTURE_SIZES:
+        raise InputError(f"texture size must be one of {TEXTURE_SIZES}, got {size!r}")
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    v, f = decimate(vertices, faces, target_faces)
+    # Zero-area faces (marching cubes and edge collapses both leave a few) render nothing, and xatlas
+    # parks them at UV (0, 0), whose texel belongs to some real chart.
+    tri = v[f].astype(np.float64)
+    f = f[np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) > 1e-12]
+    seconds["decimate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    source, f_uv, uv = unwrap(v, f, size)
+    v_uv = v[source]
+    seconds["unwrap"] = time.perf_counter() - t
+    px = uv_to_pixels(uv, size)[f_uv]
+    uv_area = np.abs(np.cross(px[:, 1] - px[:, 0], px[:, 2] - px[:, 0]))
+    t = time.perf_counter()
+    texture, bake_stats = bake_texture(color_fn, v_uv, f_uv, uv, size)
+    seconds["bake"] = time.perf_counter() - t
+    stats = {"texture_size": size, "faces": int(len(f_uv)), "vertices": int(len(v_uv)),
+             "source_faces": int(len(faces)), **bake_stats,
+             # xatlas leaves the odd sliver without a chart, at UV (0, 0): it shows one texel's colour.
+             "uncharted_faces": int((uv_area == 0).sum()),
+             "seconds": {k: round(s, 4) for k, s in seconds.items()}}
+    return TexturedMesh(v_uv, f_uv, uv, texture, stats)
+
+
+def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = None, *,
+                         texture_size: int = 2048, target_faces: int = DEFAULT_FACES, **kwargs):
+    """:func:`backend.recon.reconstruct`, then texture its mesh from the colour net (or, for a
+    geometry-only model, from the input image: the same source the vertex colours use).
+
+    Returns ``(Reconstruction, TexturedMesh)``: the full vertex-coloured mesh and the textured one.
+    The image is framed and encoded again after the reconstruction (one encoder pass), so the
+    reconstruction itself stays untouched.
+    """
+    import torch
+
+    from avatex_core import canonical
+    from avatex_core.progress import NULL
+    from backend.models.device import resolve_device
+    from backend.recon.framing import frame_subject
+    from backend.recon.pipeline import _vertex_colors, default_chunk, reconstruct
+
+    if texture_size not in TEXTURE_SIZES:
+        raise InputError(f"texture size must be one of {TEXTURE_SIZES}, got {texture_size!r}")
+    rec = reconstruct(model, image, mask, **kwargs)
+    dev = resolve_device(kwargs.get("device"))
+    chunk = kwargs.get("chunk") or default_chunk(dev)
+    progress = kwargs.get("progress") or NULL
+    baking = progress.sub(0.0, 1.0, stage="texture")  # the colour queries report as stage "texture"
+
+    framed = frame_subject(image, mask, size=model.config.load_size)
+    calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model.encode(torch.from_numpy(framed.network_input()).to(dev))
+
+            def color_fn(points: np.ndarray) -> np.ndarray:
+                return _vertex_colors(model, framed, points, calib, dev, kwargs.get("fast"), chunk, baking)[0]
+
+            textured = texture_mesh(rec.vertices, rec.faces, color_fn, size=texture_size,
+                                    target_faces=target_faces)
+    finally:
+        model.train(was_training)
+    textured.stats["crop"] = rec.stats.get("crop")
+    textured.stats["image_size"] = rec.stats.get("image_size")
+    textured.stats["input_size"] = rec.stats.get("input_size")
+    return rec, textured
+
+
+def save_textured(path: str | Path, mesh: TexturedMesh, *, overwrite: bool = False) -> list[Path]:
+    """Write ``mesh`` by the suffix of ``path``: ``.glb`` (one file: glTF 2.0 with the PNG embedded as
+    baseColorTexture, y-up; canonical units are written as metres, so a subject is 1.76 m tall) or
+    ``.obj`` (+ ``.mtl`` + ``.png`` beside it, same stem). Each file is written atomically; existing
+    files are refused unless ``overwrite``. Returns the paths written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TEXTURED_SUFFIXES:
+        raise InputError(f"a textured mesh is written as .glb or .obj, not {path.suffix!r} ({path.name})")
+    targets = [path] if suffix == ".glb" else [path, path.with_suffix(".mtl"), path.with_suffix(".png")]
+    existing = [p.name for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"refusing to overwrite {', '.join(existing)} in {path.parent}")
+    if suffix == ".glb":
+        write_bytes(path, glb_bytes(mesh))
+        return targets
+    png = _png_bytes(mesh.texture)
+    mtl = (f"# avatex\nnewmtl avatex\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
+           f"map_Kd {targets[2].name}\n")
+    body = io.StringIO()
+    body.write(f"# avatex textured mesh\nmtllib {targets[1].name}\no avatex\n")
+    np.savetxt(body, mesh.vertices.astype(np.float64), fmt="v %.6f %.6f %.6f")
+    np.savetxt(body, mesh.uv.astype(np.float64), fmt="vt %.6f %.6f")
+    body.write("usemtl avatex\n")
+    idx = mesh.faces.astype(np.int64) + 1
+    np.savetxt(body, np.repeat(idx, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+    write_bytes(targets[2], png)
+    write_text(targets[1], mtl)
+    write_text(path, body.getvalue())
+    return targets
+
+
+def glb_bytes(mesh: TexturedMesh) -> bytes:
+    """The binary glTF of ``mesh``: one node, one primitive with POSITION and TEXCOORD_0, a PBR
+    material whose baseColorTexture is the PNG (non-metallic, fully rough: the colours are albedo)."""
+    import trimesh
+    from PIL import Image
+
+    material = trimesh.visual.material.PBRMaterial(
+        name="avatex", baseColorTexture=Image.fromarray(mesh.texture, "RGB"), metallicFactor=0.0,
+        roughnessFactor=1.0, doubleSided=False)
+    tm = trimesh.Trimesh(vertices=mesh.vertices.astype(np.float64), faces=mesh.faces, process=False,
+                         visual=trimesh.visual.TextureVisuals(uv=mesh.uv, material=material))
+    return trimesh.Scene(tm).export(file_type="glb")
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
