@@ -25,6 +25,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -78,7 +79,21 @@ class Context:
         self.request = request
         self._peer_local = peer_local
         self.reply_job: str | None = job.id if job else None
-        self.job_progress = Progress(self._publish, should_stop=self.should_stop,
+        # The Progress reaches this context through a weak reference: a bound method would make a
+        # reference cycle, and a cycle keeps the request's arrays (up to the message limit each) alive
+        # until the garbage collector runs, which defeats the server's byte budgets.
+        me = weakref.ref(self)
+
+        def publish(stage: str, fraction: float, info: dict) -> None:
+            ctx = me()
+            if ctx is not None:
+                ctx._publish(stage, fraction, info)
+
+        def stop() -> bool:
+            ctx = me()
+            return ctx is None or ctx.should_stop()
+
+        self.job_progress = Progress(publish, should_stop=stop,
                                      interval_s=manager.progress_interval_s if manager else 0.0)
         """The job as one :class:`~avatex_core.progress.Progress` for the operation it runs: it clamps
         and throttles the reports and cancels on ``job.cancel`` or the job's timeout."""
