@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 from backend.data.sampling import PIFU_COLOR_SIGMA, PIFU_GEOMETRY_SIGMA, PatchMode, PatchWeighting
 from backend.errors import InputError
-from backend.train.losses import ColorLoss, OccupancyLoss, SsimRange, SsimVariant
+from backend.train.choices import ColorLoss, OccupancyLoss, SsimRange, SsimVariant
 
 Stage = Literal["geometry", "color", "both"]
 ModelPreset = Literal["small", "official"]

@@ -8,24 +8,17 @@ docs/training.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+
+from backend.train.choices import COLOR_LOSSES, OCCUPANCY_LOSSES, SSIM_RANGES, SSIM_VARIANTS
 
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 DATA_RANGE = 2.0
 """Range of the [-1, 1] colour encoding."""
 
-SsimVariant = Literal["local", "seed"]
-SsimRange = Literal["signed", "unit"]
-ColorLoss = Literal["l1", "ssim", "l1+ssim"]
-OccupancyLoss = Literal["mse", "bce"]
-SSIM_VARIANTS: tuple[str, ...] = get_args(SsimVariant)
-SSIM_RANGES: tuple[str, ...] = get_args(SsimRange)
-COLOR_LOSSES: tuple[str, ...] = get_args(ColorLoss)
-OCCUPANCY_LOSSES: tuple[str, ...] = get_args(OccupancyLoss)
 
 
 def occupancy_loss(preds: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor,
