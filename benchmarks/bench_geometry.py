@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_geometry.py [--samples 100000] [--repeats 2] [--old-samples 4000]
 
-The meshes are ``tests/game_character.py``'s character (a fixture avatar with a few huge triangles,
+The meshes are ``tests/helpers/game_character.py``'s character (a fixture avatar with a few huge triangles,
 over 100x the median edge, and every face duplicated in reverse winding; ~12k vertices, ~49k faces)
 and a jittered copy of it, the case of the issue where ``avatex evaluate`` spent 78 s in the geometry
 metrics. ``--samples`` area-uniform samples are drawn on each mesh once; every variant measures the
@@ -44,7 +44,7 @@ from backend import triangles  # noqa: E402
 from backend.meshio import ColoredMesh, sample_surface  # noqa: E402
 from backend.metrics.geometry import point_to_surface  # noqa: E402
 from backend.metrics.knn import morton_codes  # noqa: E402
-from tests.game_character import edge_length_span, game_character, jittered  # noqa: E402
+from tests.helpers.game_character import edge_length_span, game_character, jittered  # noqa: E402
 
 # ----------------------------------------------------------------- the old implementation (baseline)
 

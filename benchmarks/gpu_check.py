@@ -125,7 +125,7 @@ def reconstruction(device: str, quick: bool) -> dict:
 
     from backend.models import ModelConfig, PIFu
     from backend.recon.pipeline import default_chunk
-    from tests.tiny_models import TINY
+    from tests.helpers.tiny_models import TINY
 
     resolutions = [24, 32] if quick else [256, 512]
     repeats = 1 if quick else 2
@@ -207,7 +207,7 @@ def training(device: str, quick: bool, data: Path, work: Path) -> dict:
     from backend.train.config import TrainConfig
     from backend.train.data import load_subject, train_items
     from backend.train.source import open_source
-    from tests.tiny_models import TINY
+    from tests.helpers.tiny_models import TINY
 
     dev = torch.device(device)
     batch, points, steps, repeats = (2, 500, 1, 1) if quick else (16, 5000, 5, 2)
@@ -262,7 +262,7 @@ def training(device: str, quick: bool, data: Path, work: Path) -> dict:
 DDP_CONFIG = {"model": "small", "stage": "color", "loss": "l1+ssim", "lr": 1e-3, "seed": 0,
               "points_color": 500, "patches": 20, "patch_k": 5, "dense_samples": 30000, "workers": 0,
               "log_every": 1, "val_subjects": 0, "progress_bar": False, "amp": False}
-"""A tiny colour run (tests/tiny_models.py) in fp32: the check is that ranks agree, not how fast."""
+"""A tiny colour run (tests/helpers/tiny_models.py) in fp32: the check is that ranks agree, not how fast."""
 
 
 def ddp_check(device: str, quick: bool, data: Path, work: Path) -> dict:
@@ -273,7 +273,7 @@ def ddp_check(device: str, quick: bool, data: Path, work: Path) -> dict:
     from backend.models import ModelConfig, PIFu
     from backend.models.checkpoint import load_checkpoint
     from backend.train import run_training
-    from tests.tiny_models import TINY
+    from tests.helpers.tiny_models import TINY
 
     on_cuda = device.startswith("cuda")
     world = torch.cuda.device_count() if on_cuda else 2

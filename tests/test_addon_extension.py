@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers.meshes import grid, torus
 from tests.helpers.scenarios import run_extension_scenario
-from tests.tiny_models import TINY
+from tests.helpers.tiny_models import TINY
 
 pytestmark = pytest.mark.blender
 pytest.importorskip("bpy")

@@ -24,7 +24,7 @@ from backend.models.checkpoint import (
     read_state_dict,
     save_checkpoint,
 )
-from tests.tiny_models import compact_config
+from tests.helpers.tiny_models import compact_config
 
 ALIAS = ".downsample.0."
 

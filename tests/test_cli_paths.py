@@ -20,7 +20,7 @@ import pytest
 from backend.cli import build_parser
 from backend.cli.paths import absolute, resolve
 from tests.conftest import ROOT
-from tests.tiny_models import TINY
+from tests.helpers.tiny_models import TINY
 
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"
 

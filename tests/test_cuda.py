@@ -31,7 +31,7 @@ from backend.recon.analytic import body_image
 from backend.train.loop import Objective, configure_trainable, make_optimizers
 from tests.helpers.models import silhouette_pifu, train_config, training_batch
 from tests.helpers.sharma import EXPECTED, LAB1, LAB2
-from tests.tiny_models import TINY, tiny_config
+from tests.helpers.tiny_models import TINY, tiny_config
 
 pytestmark = pytest.mark.cuda
 

@@ -43,7 +43,7 @@ from backend.recon import reconstruct
 from backend.recon.framing import frame_subject
 from backend.recon.grid import GridSpec, evaluate_dense
 from backend.recon.mesh import extract_surface
-from tests.tiny_models import TINY
+from tests.helpers.tiny_models import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"

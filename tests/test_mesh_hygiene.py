@@ -11,7 +11,7 @@ from avatex_core import mesh_hygiene as mh
 from backend.errors import InputError
 from backend.meshio import load_mesh
 from backend.triangles import signed_volume, vertex_normals
-from tests import real_assets
+from tests.helpers import real_assets
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from backend.models import HGPIFuNet, ModelConfig, PIFu, ResBlkPIFuNet
 from backend.models.blocks import ConvBlock, index, orthogonal
 from backend.models.checkpoint import official_layout
 from backend.models.surface_classifier import SurfaceClassifier
-from tests.tiny_models import compact_config
+from tests.helpers.tiny_models import compact_config
 
 REFERENCE = Path("/work/shared/reference")  # the key lists measured on the official code, where present
 TSV = {"net_G": "pifu_netG_keys.tsv", "net_C_group": "pifu_netC_keys.tsv",

@@ -25,7 +25,7 @@ from backend.train.config import TrainConfig
 from backend.train.data import image_tensors
 from backend.train.loop import Objective
 from backend.train.validate import query_colors
-from tests.tiny_models import TINY
+from tests.helpers.tiny_models import TINY
 
 AVATAR = Path(__file__).resolve().parent / "fixtures" / "avatars" / "avatar_0000.ply"
 SIZE = TINY["load_size"]

@@ -128,7 +128,7 @@ def test_game_character_end_to_end(tmp_path):
     import sys
     import time
 
-    from tests.game_character import edge_length_span, game_character, jittered
+    from tests.helpers.game_character import edge_length_span, game_character, jittered
 
     gv, gf, gc = game_character()
     pv, pc = jittered(gv, gc)

@@ -1,5 +1,5 @@
-"""Render artefacts on game-style characters (tests/real_assets.py): under clear light no more than 3 % of
-the foreground may be darker than 20 % of the albedo render of the same view. Before the renderer
+"""Render artefacts on game-style characters (tests/helpers/real_assets.py): under clear light at most 3 %
+of the foreground may be darker than 20 % of the albedo render of the same view. Before the renderer
 repaired meshes, the ``game`` asset's back view had 17 % such pixels at 256² (black faceted triangles),
 the ``normals`` asset 2.5 %; the clean fixture has none. Also: the repairs are listed in subject.json
 and the summary, and an unrepairable mesh fails alone, in one line."""
@@ -11,7 +11,7 @@ import pytest
 
 from avatex_core import dataset_layout as layout
 from backend.data.dataset import Dataset
-from tests import real_assets
+from tests.helpers import real_assets
 from tests.helpers.render import read_rgba, render
 
 pytestmark = pytest.mark.blender

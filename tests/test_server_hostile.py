@@ -31,7 +31,7 @@ from backend.server import ops_admin
 from backend.server.paths import PathError, write_output
 from backend.server.schema import MODEL_CONFIG, TRAIN_CONFIG
 from tests.helpers.server import running_server, spawn_test_server
-from tests.tiny_models import tiny_config
+from tests.helpers.tiny_models import tiny_config
 
 MiB = 1 << 20
 
@@ -511,7 +511,7 @@ def test_a_training_job_killed_before_its_first_checkpoint_starts_again_and_fini
 
     from tests.conftest import FIXTURES, ROOT
     from tests.helpers.server import finish_after_restart, follow_training, spawn_avatex_serve
-    from tests.tiny_models import TINY
+    from tests.helpers.tiny_models import TINY
 
     root, state, steps = tmp_path / "root", tmp_path / "state", 12
     subprocess.run([sys.executable, str(ROOT / "render_scripts" / "render_dataset.py"), "--meshes",

@@ -18,7 +18,7 @@ from avatex_core.protocol import new_owner_secret
 from backend.models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURES, ROOT
 from tests.helpers.server import finish_after_restart, follow_training, spawn_avatex_serve
-from tests.tiny_models import TINY
+from tests.helpers.tiny_models import TINY
 
 STEPS, EVERY = 80, 10
 

@@ -16,7 +16,7 @@ import torch
 from backend.cli.table import default_names
 from backend.models import ModelConfig, PIFu
 from backend.models.checkpoint import save_checkpoint
-from tests.tiny_models import TINY
+from tests.helpers.tiny_models import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"

@@ -24,7 +24,7 @@ from backend.models.checkpoint import load_checkpoint
 from backend.train import run_training
 from backend.train.loop import latest_checkpoint
 from tests.helpers.scenarios import SCENARIOS
-from tests.tiny_models import TINY
+from tests.helpers.tiny_models import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"

@@ -13,7 +13,7 @@ from backend.train.config import TrainConfig
 from backend.train.data import StepSampler, image_tensors
 from backend.train.loop import Objective, configure_trainable, lr_at, make_optimizers, resolve_config
 from tests.helpers.models import train_config, training_batch
-from tests.tiny_models import tiny_config
+from tests.helpers.tiny_models import tiny_config
 
 
 @pytest.mark.parametrize("loss", ["l1", "ssim", "l1+ssim"])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from backend.models import PIFu
 from backend.recon.framing import frame_subject
 from backend.train.config import TrainConfig
-from tests.tiny_models import compact_config
+from tests.helpers.tiny_models import compact_config
 
 HALF_THICKNESS = 0.15
 

@@ -21,7 +21,7 @@ import trimesh
 
 from backend.meshio import load_mesh
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "avatars" / "avatar_0000.ply"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "avatars" / "avatar_0000.ply"
 
 
 def game_character(path: Path = FIXTURE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
