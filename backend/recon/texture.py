@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from avatex_core.atomic import write_bytes, write_text
+from backend import triangles
 from backend.errors import InputError
 
 TEXTURE_SIZES = (512, 1024, 2048, 4096)
@@ -210,8 +211,7 @@ def texture_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, *, 
     v, f = decimate(vertices, faces, target_faces)
     # Zero-area faces (marching cubes and edge collapses both leave a few) render nothing, and xatlas
     # parks them at UV (0, 0), whose texel belongs to some real chart.
-    tri = v[f].astype(np.float64)
-    f = f[np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) > 1e-12]
+    f = f[2.0 * triangles.areas(v.astype(np.float64), f) > 1e-12]
     seconds["decimate"] = time.perf_counter() - t
     t = time.perf_counter()
     source, f_uv, uv = unwrap(v, f, size)
