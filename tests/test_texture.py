@@ -188,9 +188,12 @@ def test_cli_writes_a_textured_glb_that_evaluate_reads(tmp_path):
     assert "3000 faces" in run.stdout and "512² texture" in run.stdout
     mesh = load_mesh(out)
     assert mesh.has_texture and len(mesh.faces) <= 3000
+    before = out.read_bytes()
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert again.returncode != 0 and "refusing to overwrite recon.glb" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+    assert again.returncode != 0 and "recon.glb' already exists" in again.stderr   # refused before the work
+    assert len(again.stderr.strip().splitlines()) == 1 and out.read_bytes() == before
+    replaced = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert replaced.returncode == 0, replaced.stderr
 
     gt = tmp_path / "gt.ply"
     from backend.meshio import save_mesh
