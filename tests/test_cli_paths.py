@@ -97,6 +97,7 @@ def trained(work) -> Path:
     return checkpoints[-1]
 
 
+@pytest.mark.slow
 def test_train_reconstruct_evaluate_with_relative_paths(work, trained):
     from PIL import Image
 
@@ -117,6 +118,7 @@ def test_train_reconstruct_evaluate_with_relative_paths(work, trained):
     assert np.load(work / "out" / "per_vertex.npz")["patd"].ndim == 1
 
 
+@pytest.mark.slow
 def test_table_with_blender_image_metrics_and_relative_paths(work, trained):
     proc = avatex(work, "table", "--runs", "run", "--data", "data", "--split", "train", "--levels", "clear",
                   "--views", "0", "--resolution", "32", "--novel-views", "1", "--geometry-samples", "2000",

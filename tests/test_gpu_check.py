@@ -36,6 +36,7 @@ def _run(tmp_path: Path, *args: str, timeout: int = 600) -> tuple[subprocess.Com
     return proc, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.blender
 @pytest.mark.skipif(not HAS_BPY, reason="the training section renders its dataset with the bpy wheel")
 def test_quick_cpu_run_fills_every_section_with_real_numbers(tmp_path):

@@ -113,6 +113,7 @@ def test_polygons_padded_with_sizes():
     assert h.keep_faces.tolist() == [True, False, True]
 
 
+@pytest.mark.slow
 def test_load_mesh_repairs_with_the_shared_decisions(tmp_path):
     clean = load_mesh(real_assets.make("clean", tmp_path / "a"))
     assert clean.repairs == []

@@ -120,6 +120,7 @@ def test_help_says_same_space(capsys):
     assert "same space" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_game_character_end_to_end(tmp_path):
     """The issue's case: a ~12k-vertex character with triangles over 100x the median edge and every face
     duplicated in reverse winding, against a jittered copy. The geometry figures equal the library's on

@@ -177,6 +177,7 @@ def test_cli_writes_ply_and_obj_with_vertex_colours(model, image, tmp_path, caps
     assert code == 2 and "a mask is needed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_api_doc_example_runs(tmp_path, monkeypatch):
     """docs/api.md promises a runnable example: run its first code block as written."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text(encoding="utf-8")

@@ -228,6 +228,7 @@ def test_images_are_rgba_with_a_transparent_background(rendered):
         assert (img[..., 3] == 0).mean() > 0.5  # most of the frame is background
 
 
+@pytest.mark.slow
 def test_relative_paths_from_another_folder(tmp_path):
     """Workers run in the repository root: --meshes, --out and --light-config relative to the caller's
     folder must still name the caller's files (a relative --out once failed on its subject list)."""

@@ -32,6 +32,7 @@ def variants(tmp_path_factory):
     return Dataset(out), folder
 
 
+@pytest.mark.slow
 def test_up_axis_is_detected(variants):
     ds, _ = variants
     assert ds.normalization("m_zup").up_axis == "z"
@@ -63,6 +64,7 @@ def test_cm_m_z_up_and_y_up_give_the_same_framing(variants):
     assert feet.max() - shins > 2 * (shins - feet.min())
 
 
+@pytest.mark.slow
 def test_up_flag_overrides_detection(variants, tmp_path):
     import trimesh
 

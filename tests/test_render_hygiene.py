@@ -54,12 +54,14 @@ def _check_artefacts(ds: Dataset) -> dict:
     return fractions
 
 
+@pytest.mark.slow
 def test_no_dark_facets_at_256(run256):
     rc, events, err, ds = run256
     assert ds is not None, (events, err)
     _check_artefacts(ds)
 
 
+@pytest.mark.slow
 def test_repairs_are_recorded_and_an_unrepairable_mesh_fails_alone(run256):
     rc, events, err, ds = run256
     assert rc == 1, err  # one failed subject
@@ -125,6 +127,7 @@ print("@json " + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_repair_in_blender_keeps_uvs_and_materials_and_fixes_normals(tmp_path):
     """The bmesh repair on imported game-style OBJs: file normals follow their faces afterwards, the
     kept faces keep their UVs and materials (the first face is the original front copy)."""
