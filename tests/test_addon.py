@@ -375,6 +375,7 @@ def test_launcher_starts_a_real_backend_that_answers_then_stops(tmp_path):
     assert "backend serve" in (tmp_path / "logs" / "backend.log").read_text()
 
 
+@pytest.mark.slow
 def test_launcher_reports_why_the_backend_exited(tmp_path):
     backend = LocalBackend()
     backend.start(sys.executable, "tcp://0.0.0.0:5599", [], tmp_path)   # refused without keys
@@ -460,6 +461,7 @@ def test_audit_blend_script_writes_the_blend_and_both_images(tmp_path):
     assert saved["patd"] == pytest.approx([0.0, 25.0])
 
 
+@pytest.mark.slow
 def test_audit_blend_script_refuses_mismatched_errors(tmp_path):
     import subprocess
 

@@ -202,6 +202,7 @@ def test_cm_scale_from_the_source_height():
 
 # ------------------------------------------------------------------------------------------ renders
 
+@pytest.mark.slow
 def test_unlit_render_of_the_gt_reproduces_the_dataset_albedo(relit, tmp_path):
     """The prediction side renders exactly like the dataset's albedo images: the vertex-coloured GT
     rendered by render_scripts/render_views.py with a view's albedo seed is that view's albedo.png."""

@@ -453,6 +453,7 @@ def paint_at_points(fx, pts):
     return colors
 
 
+@pytest.mark.slow
 def test_obj_shows_the_painting_when_seams_are_split():
     """The written OBJ is right: read with one vertex per v/vt pair (trimesh's default) it shows the
     painting everywhere."""
@@ -464,6 +465,7 @@ def test_obj_shows_the_painting_when_seams_are_split():
     assert unexplained_mismatch(fx, obj) < 0.002
 
 
+@pytest.mark.slow
 def test_obj_loaded_by_meshio_shows_the_painting_everywhere():
     fx = fixture(NAMES[0])
     assert unexplained_mismatch(fx, load_mesh(AVATARS / f"{NAMES[0]}.obj")) < 0.002
