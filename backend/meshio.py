@@ -151,14 +151,18 @@ def load_mesh(path: str | Path, *, keep_vertex_order: bool = False) -> ColoredMe
     every vertex (stray ones too), so that per-vertex arrays written for this file (``avatex evaluate
     --out``) line up with the file read by Blender's importer; only faces are removed or flipped then.
     """
-    import trimesh
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"mesh file not found: {path}")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise InputError(f"unsupported mesh format {path.suffix!r} ({path}); "
                          f"use one of {', '.join(MESH_SUFFIXES)}")
+    if path.suffix.lower() == ".ply":
+        fast = _read_simple_ply(path)
+        if fast is not None:
+            return _repaired_arrays(path, fast, keep_vertex_order)
+    import trimesh
+
     try:
         loaded = trimesh.load(path, process=False)
     except Exception as exc:  # trimesh raises many types on malformed files
@@ -186,6 +190,100 @@ def load_mesh(path: str | Path, *, keep_vertex_order: bool = False) -> ColoredMe
         repairs.append(f"kept {kept} unreferenced vertex(es) (vertex order kept)")
     merged.repairs = repairs + [f"dropped a part: {r.error}" for r in reports if r.error]
     return merged
+
+
+def _repaired_arrays(path: Path, mesh: ColoredMesh, keep_vertex_order: bool) -> ColoredMesh:
+    """:func:`_repair`'s decisions applied to a mesh read without trimesh (same result, by indexing)."""
+    report = mesh_hygiene.inspect(mesh.vertices, mesh.faces)
+    if report.error:
+        raise InputError(f"{path}: mesh cannot be repaired: {report.error}")
+    counts = dict(report.counts)
+    if counts:
+        faces = mesh.faces.copy()
+        faces[report.flip_faces] = faces[report.flip_faces][:, [0, 2, 1]]
+        mesh.faces = faces[report.keep_faces]
+        if not keep_vertex_order:
+            used = np.zeros(len(mesh.vertices), dtype=bool)
+            used[mesh.faces.ravel()] = True
+            remap = np.cumsum(used) - 1
+            mesh.faces = remap[mesh.faces]
+            mesh.vertices = mesh.vertices[used]
+            if mesh.vertex_colors is not None:
+                mesh.vertex_colors = mesh.vertex_colors[used]
+    kept = 0
+    if keep_vertex_order:
+        kept = counts.pop("unreferenced_vertices", 0) + counts.pop("non_finite_vertices", 0)
+    mesh.repairs = mesh_hygiene.describe(counts)
+    if kept:
+        mesh.repairs.append(f"kept {kept} unreferenced vertex(es) (vertex order kept)")
+    return mesh
+
+
+_PLY_SCALARS = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+                "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+                "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+
+
+def _read_simple_ply(path: Path) -> ColoredMesh | None:
+    """The common binary PLY (``save_mesh``'s, MeshLab's, Blender's) read with numpy alone, else None.
+
+    Only little-endian files with one ``vertex`` element (scalar properties, uchar colours if any) and
+    one all-triangle ``face`` element are read here; anything else (ASCII, quads, extra elements, a
+    truncated file) returns None and goes to trimesh, which also gives the errors. Importing trimesh
+    costs more than reading and repairing a 50k-face mesh, which matters to a one-shot ``avatex evaluate``.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        end = head.find(b"end_header\n")
+        if not head.startswith(b"ply\n") or end < 0:
+            return None
+        try:
+            elements = _ply_elements(head[:end].decode("ascii"))
+        except (UnicodeDecodeError, ValueError, IndexError):
+            return None
+        if elements is None or [e[0] for e in elements] != ["vertex", "face"]:
+            return None
+        (_, n_vertices, vprops), (_, n_faces, fprops) = elements
+        names = [p[-1] for p in vprops]
+        colours = [p[0] for p in vprops if p[-1] in ("red", "green", "blue", "alpha")]
+        face = fprops[0] if len(fprops) == 1 else []
+        if (any(len(p) != 2 or p[0] not in _PLY_SCALARS for p in vprops) or not {"x", "y", "z"} <= set(names)
+                or any(_PLY_SCALARS[c] != "u1" for c in colours) or len(face) != 4 or face[0] != "list"
+                or face[1] not in _PLY_SCALARS or face[2] not in _PLY_SCALARS
+                or face[3] not in ("vertex_indices", "vertex_index")):
+            return None
+        vdtype = np.dtype([(p[1], "<" + _PLY_SCALARS[p[0]]) for p in vprops])
+        fdtype = np.dtype([("n", "<" + _PLY_SCALARS[face[1]]), ("i", "<" + _PLY_SCALARS[face[2]], (3,))])
+        fh.seek(end + len(b"end_header\n"))
+        data = fh.read()
+    if n_faces == 0 or len(data) != n_vertices * vdtype.itemsize + n_faces * fdtype.itemsize:
+        return None
+    vrec = np.frombuffer(data, dtype=vdtype, count=n_vertices)
+    frec = np.frombuffer(data, dtype=fdtype, count=n_faces, offset=n_vertices * vdtype.itemsize)
+    if not (frec["n"] == 3).all():
+        return None
+    mesh = ColoredMesh(vertices=np.stack([vrec[a].astype(np.float64) for a in "xyz"], axis=1),
+                       faces=frec["i"].astype(np.int64))
+    if {"red", "green", "blue"} <= set(names):
+        rgb = np.stack([vrec[c] for c in ("red", "green", "blue")], axis=1)
+        mesh.vertex_colors = rgb.astype(np.float32) / 255.0
+    return mesh
+
+
+def _ply_elements(header: str) -> list[tuple[str, int, list[list[str]]]] | None:
+    """(name, count, property words) of each element of a binary little-endian PLY header, else None."""
+    elements: list[tuple[str, int, list[list[str]]]] = []
+    for line in header.splitlines()[1:]:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format" and words[1:] != ["binary_little_endian", "1.0"]:
+            return None
+        if words[0] == "element":
+            elements.append((words[1], int(words[2]), []))
+        elif words[0] == "property":
+            elements[-1][2].append(words[1:])
+    return elements
 
 
 def _repair(mesh, keep_vertex_order: bool = False) -> mesh_hygiene.Hygiene:

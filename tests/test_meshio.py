@@ -70,3 +70,65 @@ def test_missing_and_unsupported_files(tmp_path):
     (tmp_path / "x.xyz").write_text("1 2 3\n")
     with pytest.raises(InputError, match="unsupported"):
         load_mesh(tmp_path / "x.xyz")
+
+
+def _load_with_trimesh(path, keep_vertex_order=False):
+    """load_mesh's general (trimesh) path, for comparison with its numpy PLY reader."""
+    from backend import meshio
+
+    fast = meshio._read_simple_ply
+    meshio._read_simple_ply = lambda _path: None
+    try:
+        return load_mesh(path, keep_vertex_order=keep_vertex_order)
+    finally:
+        meshio._read_simple_ply = fast
+
+
+def _messy_ply_mesh():
+    """A coloured sphere with every face also present reversed, a stray vertex and a zero-area face."""
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    v = np.concatenate([sphere.vertices, [[5.0, 5.0, 5.0]]])
+    f = np.concatenate([sphere.faces, sphere.faces[:40, ::-1], [[0, 0, 1]]])
+    rgb = np.random.default_rng(0).integers(0, 256, (len(v), 4), dtype=np.uint8)
+    return v, f, rgb
+
+
+@pytest.mark.parametrize("keep_vertex_order", [False, True])
+def test_binary_ply_reader_matches_trimesh_path(tmp_path, keep_vertex_order):
+    v, f, rgb = _messy_ply_mesh()
+    path = tmp_path / "messy.ply"
+    trimesh.Trimesh(v, f, vertex_colors=rgb, process=False).export(path)  # trimesh's own writer, with alpha
+    fast = load_mesh(path, keep_vertex_order=keep_vertex_order)
+    slow = _load_with_trimesh(path, keep_vertex_order)
+    assert fast.repairs == slow.repairs and len(fast.repairs) >= 2
+    np.testing.assert_array_equal(fast.faces, slow.faces)
+    np.testing.assert_array_equal(fast.vertices, slow.vertices)
+    np.testing.assert_array_equal(fast.vertex_colors, slow.vertex_colors)
+    assert len(fast.vertices) == (len(v) if keep_vertex_order else len(v) - 1)
+
+
+def test_binary_ply_reader_leaves_other_plys_to_trimesh(tmp_path):
+    from backend.meshio import _read_simple_ply
+
+    v, f, rgb = _messy_ply_mesh()
+    ours = tmp_path / "ours.ply"
+    save_mesh(ours, v, f, rgb[:, :3])
+    assert _read_simple_ply(ours) is not None
+    ascii_path = tmp_path / "ascii.ply"
+    plain = trimesh.Trimesh(v, f, process=False)
+    ascii_path.write_bytes(trimesh.exchange.ply.export_ply(plain, encoding="ascii"))
+    assert _read_simple_ply(ascii_path) is None
+    quad = tmp_path / "quad.ply"
+    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+              "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n")
+    corners = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], "<f4")
+    quad.write_bytes(header.encode() + corners.tobytes() + bytes([4]) + np.arange(4, dtype="<i4").tobytes())
+    assert _read_simple_ply(quad) is None
+    assert len(load_mesh(quad).faces) == 2  # trimesh triangulates it
+    truncated = tmp_path / "truncated.ply"
+    truncated.write_bytes(ours.read_bytes()[:-5])
+    assert _read_simple_ply(truncated) is None
+    with pytest.raises(InputError, match="truncated.ply"):
+        load_mesh(truncated)
+    # An ASCII PLY still loads (through trimesh) and equals the binary one.
+    np.testing.assert_array_equal(load_mesh(ascii_path).faces, load_mesh(ours).faces)

@@ -154,3 +154,22 @@ def test_game_character_end_to_end(tmp_path):
     assert 0.0005 < report["geometry"]["chamfer"] < 0.002
     assert report["geometry"]["normal_consistency"] > 0.8
     assert report["patd_mean"] > 0.5 and report["pipatd_dense_mean"] <= report["patd_dense_mean"]
+
+
+def test_evaluate_of_plys_imports_neither_torch_nor_trimesh_nor_other_commands(meshes):
+    """What keeps a one-shot ``avatex evaluate`` fast: the imports it never pays for (docs/metrics.md)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from backend.cli import main\n"
+        f"rc = main(['evaluate', '--pred', {str(meshes / 'pred.ply')!r}, '--gt', {str(meshes / 'gt.ply')!r},"
+        " '--json', '--device', 'cpu', '--geometry-samples', '2000', '--gt-samples', '20000'])\n"
+        "mods = [m for m in ('torch', 'trimesh', 'backend.cli.train', 'backend.cli.demo') if m in sys.modules]\n"
+        "print(json.dumps({'rc': rc, 'imported': mods}), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = json.loads(done.stderr.strip().splitlines()[-1])
+    assert result == {"rc": 0, "imported": []}
+    assert json.loads(done.stdout)["patd_mean"] > 0

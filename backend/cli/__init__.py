@@ -30,7 +30,12 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or, when ``command`` is named, one whose other subcommands are left unconfigured.
+
+    Configuring a subcommand imports its module; ``avatex evaluate ...`` should not pay for importing
+    ``train``'s config classes or the demo's assets, so :func:`main` names the command it saw.
+    """
     from backend import __version__
 
     parser = argparse.ArgumentParser(
@@ -41,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"avatex {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name)
+            continue
         module = importlib.import_module(f"backend.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.configure(p)
@@ -48,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _named_command(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` starts with, if any (``avatex --help`` and the like configure them all)."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_named_command(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
