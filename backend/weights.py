@@ -162,11 +162,13 @@ def fetch(name: str, folder: str | Path | None = None, *, progress: Callable[[st
     try:
         verified = verifier(ready) if verifier is not None else None
     except InputError as exc:
-        for path in ready.values():
-            if path.suffix == ".part":
-                path.unlink()
-        raise InputError(f"the {name} weights do not load ({exc}); the downloaded parts were "
-                         "removed") from None
+        parts = [p for p in ready.values() if p.suffix == ".part"]
+        for path in parts:   # complete but wrong: resuming them would never make them right
+            path.unlink()
+        placed = [str(p) for p in ready.values() if p.suffix != ".part"]
+        what = "; the downloaded parts were removed" if parts else ""
+        what += f"; replace {', '.join(placed)}" if placed else ""
+        raise InputError(f"the {name} weights do not load ({exc}){what}") from None
     entry = {"release": name, "source": rel.source, "folder": str(base),
              "verified": verified or "not verified: no loader for this release is installed",
              "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": {}}
