@@ -37,9 +37,9 @@ def backgrounds() -> dict[str, np.ndarray]:
 
 def plain_composite() -> tuple[np.ndarray, np.ndarray]:
     """The analytic body over a flat, slightly noisy backdrop (a studio wall): (RGB image, true alpha)."""
-    body = body_image(300)
+    body = body_image(160)
     rng = np.random.default_rng(0)
-    wall = (np.full((220, 300, 3), (200, 196, 188)) + rng.integers(0, 16, (220, 300, 3))).astype(np.uint8)
+    wall = (np.full((120, 160, 3), (200, 196, 188)) + rng.integers(0, 16, (120, 160, 3))).astype(np.uint8)
     return composite(body, wall), body[:, :, 3]
 
 
@@ -135,3 +135,31 @@ def test_reconstruct_cli_masks_a_composite_itself(renders, backgrounds, tmp_path
     assert g.chamfer_cm < 1.5, g   # the same person, framed from a slightly different silhouette
     far = geometry_metrics(got.vertices, got.faces, ref.vertices * 1.1, ref.faces, cm_per_unit=cm)
     assert far.chamfer_cm > 2 * g.chamfer_cm   # the bound separates a different shape
+
+
+@pytest.mark.slow
+def test_server_reconstruct_masks_a_photo_and_returns_the_mask(tmp_path):
+    import shutil
+
+    from avatex_core.client import BackendError, Client
+    from tests.helpers.server import running_server
+
+    shutil.copy(CHECKPOINT, tmp_path / "small.pt")
+    image, alpha = plain_composite()
+    expected = masks.grabcut_mask(image)
+    with running_server(roots=[tmp_path], devices=["cpu"]) as server, Client(server.endpoint) as client:
+        args = {"checkpoint": "small.pt", "resolution": 32, "mask_method": "grabcut"}
+        res = client.call("reconstruct", args, {"image": image}, timeout=300)
+        assert res.result["mask"] == {"method": "grabcut"} and res.result["vertices"] > 0
+        np.testing.assert_array_equal(res.arrays["mask"], expected)
+        assert res.arrays["mask"].dtype == np.uint8 and iou(res.arrays["mask"], alpha) >= 0.95
+        rgba = body_image(300)
+        res = client.call("reconstruct", {"checkpoint": "small.pt", "resolution": 32}, {"image": rgba},
+                          timeout=300)
+        assert res.result["mask"] == {"method": "alpha"} and "mask" not in res.arrays
+        with pytest.raises(BackendError, match="a mask is needed"):
+            client.call("reconstruct", {"checkpoint": "small.pt", "resolution": 32, "auto_mask": False},
+                        {"image": image}, timeout=300)
+        with pytest.raises(BackendError, match="not both"):
+            client.call("reconstruct", {"checkpoint": "small.pt", "weights": "pifu"}, {"image": image},
+                        timeout=60)
