@@ -117,8 +117,8 @@ def test_pose_mask_iou_is_at_least_0_9_on_every_composite(renders, backgrounds):
 def test_reconstruct_cli_masks_a_composite_itself(renders, backgrounds, tmp_path, capsys):
     avatar = "White_M_1_Casual"
     rgba = renders[avatar]
-    photo = tmp_path / "garden_composite.jpg"
-    Image.fromarray(composite(rgba, backgrounds["garden"])).save(photo, quality=92)
+    photo = tmp_path / "storm_composite.jpg"
+    Image.fromarray(composite(rgba, backgrounds["storm"])).save(photo, quality=92)
     out = tmp_path / "from_photo.ply"
     assert cli_main(["reconstruct", str(photo), "--checkpoint", str(CHECKPOINT), "--out", str(out),
                      "--resolution", "96", "--device", "cpu", "--no-progress"]) == 0

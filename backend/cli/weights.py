@@ -19,14 +19,15 @@ RELEASE_NAMES = ("pifu", "pifuhd")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    dir_help = "weights folder (default $AVATEX_WEIGHTS, else ~/.cache/avatex/weights)"
+    parser.add_argument("--dir", type=Path, default=None, help=dir_help)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     fetch = sub.add_parser("fetch", help="download, verify and record a release")
     fetch.add_argument("release", choices=RELEASE_NAMES, help="which weights")
     fetch.add_argument("--no-progress", action="store_true", help="no progress line")
     listing = sub.add_parser("list", help="the releases, where they are and what the registry records")
-    for p in (fetch, listing):
-        p.add_argument("--dir", type=Path, default=None,
-                       help="weights folder (default $AVATEX_WEIGHTS, else ~/.cache/avatex/weights)")
+    for p in (fetch, listing):   # also after the action; SUPPRESS keeps a --dir given before it
+        p.add_argument("--dir", type=Path, default=argparse.SUPPRESS, help=dir_help)
 
 
 def run(args: argparse.Namespace) -> int:
