@@ -149,9 +149,8 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
                 if arrays["mask"].shape != rgba.shape[:2]:
                     return _fail(self, f"the mask is {arrays['mask'].shape[1]}×{arrays['mask'].shape[0]} "
                                        f"but the image is {rgba.shape[1]}×{rgba.shape[0]}")
-            elif rgba[..., 3].min() == 255:
-                return _fail(self, "the image has no alpha channel to use as a mask: give a separate mask "
-                                   "(white where the person is) or an RGBA image")
+            # An image without alpha (a photo) goes as it is: the backend masks the person and sends the
+            # mask back, which lands as an image datablock next to the mesh (tasks.ReconstructTask).
         except images.ImageError as exc:
             return _fail(self, str(exc))
         args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}

@@ -125,12 +125,20 @@ class ReconstructTask(Task):
         self.importer: StagedImport | None = None
         self.object_name: str | None = None
         self.texture: tuple[np.ndarray, np.ndarray] | None = None   # (uv, texture) of a textured result
+        self.mask_image: str | None = None   # the image datablock of the backend's automatic mask
+        self.mask_method = ""
 
     def apply(self, result: dict, arrays: dict[str, np.ndarray]) -> Iterator[str]:
         for key in ("vertices", "faces", "colors"):
             if key not in arrays:
                 raise ValueError(f"the backend's reply has no {key!r} array")
         self.texture = (arrays["uv"], arrays["texture"]) if "texture" in arrays and "uv" in arrays else None
+        if "mask" in arrays:   # a photo without alpha: show the mask the backend made so it can be checked
+            mask = np.asarray(arrays["mask"], dtype=np.uint8)
+            if mask.ndim != 2:
+                raise ValueError(f"the backend's mask must be (H, W), got {list(mask.shape)}")
+            self.mask_method = str((result.get("mask") or {}).get("method", "automatic"))
+            self.mask_image = image_from_rgb(f"{self.name} mask", np.repeat(mask[:, :, None], 3, 2)).name
         self.importer = StagedImport(self.name, arrays["vertices"], arrays["faces"], arrays["colors"],
                                      finish=self._place)
         while self.importer.step():
@@ -149,6 +157,9 @@ class ReconstructTask(Task):
                 obj, materials.attribute_material(materials.COLORS_MATERIAL, COLOR_ATTRIBUTE))
         for key, value in self.meta.items():
             obj[key] = value
+        if self.mask_image is not None:
+            obj["avatex_mask"] = self.mask_image
+            obj["avatex_mask_method"] = self.mask_method
         self.object_name = obj.name
         view_layer = bpy.context.view_layer
         for other in view_layer.objects.selected:
@@ -167,7 +178,10 @@ class ReconstructTask(Task):
         obj = bpy.data.objects.get(self.object_name or "")
         if obj is None:
             return "done"
-        return f"{obj.name}: {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} triangles"
+        text = f"{obj.name}: {len(obj.data.vertices):,} vertices, {len(obj.data.polygons):,} triangles"
+        if self.mask_image is not None:
+            text += f"; automatic {self.mask_method} mask in image {self.mask_image!r}"
+        return text
 
 
 FLAVOUR_LABELS = {"vertices": "GT vertices, the paper's PATD", "dense": "dense GT surface samples"}

@@ -29,13 +29,13 @@ have="$(cat "$VENV/.avatex-stamp" 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   echo "[avatex] installing dependencies into $VENV (first run takes a few minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[blender,synth,dev]" "$TORCH_PIN" 2>&1 \
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[blender,synth,dev,masks]" "$TORCH_PIN" 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
   "$VENV/bin/python" -m pip install -q --no-deps "$ANNY_PIN" 2>&1 | grep -v "^WARNING: Location" >&2 || true
   "$VENV/bin/python" - <<'PY'
 import importlib, sys
 missing = [m for m in ("torch", "numpy", "bpy", "colour", "trimesh", "zmq", "scipy", "skimage",
-                       "safetensors", "anny", "pytest") if importlib.util.find_spec(m) is None]
+                       "safetensors", "anny", "pytest", "cv2", "mediapipe") if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"[avatex] install incomplete, missing: {', '.join(missing)}")
 PY

@@ -56,3 +56,23 @@ def test_untextured_result_keeps_the_colour_attribute_material():
     mesh = bpy.data.objects[task.object_name].data
     assert len(mesh.uv_layers) == 0
     assert [nd.type for nd in mesh.materials[0].node_tree.nodes if nd.type == "ATTRIBUTE"] == ["ATTRIBUTE"]
+
+
+def test_an_automatic_mask_from_the_backend_lands_as_an_image_datablock():
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    mask = np.zeros((6, 4), np.uint8)
+    mask[1:5, 1:3] = 255
+    mask[0, 0] = 255   # top-left: Blender keeps it in its last row
+    task = tasks.ReconstructTask("photo", (0.0, 0.0, 0.0), {})
+    arrays = {"vertices": verts, "faces": np.array([[0, 1, 2]], np.int32),
+              "colors": np.full((3, 3), 0.5, np.float32), "mask": mask}
+    for _ in task.apply({"mask": {"method": "pose"}}, arrays):
+        pass
+    image = bpy.data.images[task.mask_image]
+    assert task.mask_image == "photo mask" and tuple(image.size) == (4, 6)
+    pixels = np.empty(4 * 6 * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    np.testing.assert_allclose(pixels.reshape(6, 4, 4)[::-1, :, 0], mask / 255.0, atol=1e-6)
+    obj = bpy.data.objects[task.object_name]
+    assert obj["avatex_mask"] == "photo mask" and obj["avatex_mask_method"] == "pose"
+    assert "automatic pose mask in image 'photo mask'" in task.done_message()

@@ -173,7 +173,7 @@ def test_cli_writes_ply_and_obj_with_vertex_colours(model, image, tmp_path, caps
     assert mesh.vertex_colors is not None and len(mesh.vertices) > 0
 
     code = cli_main(["reconstruct", str(tmp_path / "rgb.jpg"), "--checkpoint", str(ckpt), "--out", str(obj),
-                     "--no-progress", "--overwrite"])
+                     "--no-progress", "--overwrite", "--no-auto-mask"])   # a photo is masked by default
     assert code == 2 and "a mask is needed" in capsys.readouterr().err
 
 

@@ -21,12 +21,14 @@ COMMANDS: dict[str, str] = {
     "synth": "synth",
     "render": "render",
     "train": "train",
+    "mask": "mask",
     "reconstruct": "reconstruct",
     "evaluate": "evaluate",
     "table": "table",
     "experiment": "experiment",
     "serve": "serve",
     "keys": "keys",
+    "weights": "weights",
 }
 
 

@@ -1,8 +1,10 @@
 """Reconstruct a coloured 3D mesh of a person from one image with PIFu.
 
-The subject is framed as PIFu expects (450 of 512 px tall, centred) using the mask, which is the image's
-alpha channel unless --mask is given. Weights: an avatex checkpoint (--checkpoint) or the official PIFu
-files (--net-g, optionally --net-c; without a colour net the vertex colours come from the image).
+The subject is framed as PIFu expects (450 of 512 px tall, centred) using the mask: --mask if given, else
+the image's alpha channel, else (a photo) an automatic person mask (backend/masks.py; --no-auto-mask
+turns that off). Weights: an avatex checkpoint (--checkpoint), the official PIFu files (--net-g,
+optionally --net-c; without a colour net the vertex colours come from the image), or --weights pifu for
+the ones `avatex weights fetch pifu` installed.
 Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up, facing +z). With
 --texture SIZE it writes a decimated mesh with a UV texture baked from the colour field instead: GLB, or
 OBJ + MTL + PNG (docs/api.md, "Textured output").
@@ -21,7 +23,13 @@ PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="input image (PNG/JPG; RGBA alpha is the mask)")
     parser.add_argument("--mask", type=Path, default=None, help="subject mask image (white = subject)")
+    parser.add_argument("--no-auto-mask", action="store_true",
+                        help="without alpha or --mask, fail instead of masking the person automatically")
+    parser.add_argument("--mask-method", choices=("auto", "pose", "grabcut"), default="auto",
+                        help="automatic mask: pose (mediapipe), grabcut, or auto (default)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="avatex checkpoint")
+    parser.add_argument("--weights", choices=("pifu",), default=None,
+                        help="the official weights installed by `avatex weights fetch pifu`")
     parser.add_argument("--net-g", type=Path, default=None, help="official PIFu net_G file")
     parser.add_argument("--net-c", type=Path, default=None, help="official PIFu net_C file")
     parser.add_argument("--out", type=Path, required=True,
@@ -50,10 +58,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--faces must be at least 100, got {args.faces}")
     elif args.out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(f"--out must end in .ply or .obj (.glb needs --texture), got {args.out.name!r}")
-    if args.checkpoint is None and args.net_g is None:
-        raise InputError("give the weights: --checkpoint CKPT, or --net-g NET_G [--net-c NET_C]")
-    if args.checkpoint is not None and (args.net_g is not None or args.net_c is not None):
-        raise InputError("give either --checkpoint or --net-g/--net-c, not both")
+    given = [args.checkpoint is not None, args.net_g is not None or args.net_c is not None,
+             args.weights is not None]
+    if not any(given):
+        raise InputError("give the weights: --checkpoint CKPT, --net-g NET_G [--net-c NET_C], "
+                         "or --weights pifu")
+    if sum(given) > 1:
+        raise InputError("give one of --checkpoint, --net-g/--net-c or --weights, not several")
     if args.net_c is not None and args.net_g is None:
         raise InputError("--net-c needs --net-g")
     from backend.images import read_image
@@ -62,6 +73,14 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, args.overwrite, "--out")   # before the work, not after it
     image = read_image(args.image)
     mask = None if args.mask is None else read_image(args.mask, "L")
+    mask_note = ""
+    if mask is None and not args.no_auto_mask:
+        from backend.masks import has_cutout, person_mask
+
+        if not has_cutout(image):
+            auto = person_mask(image, args.mask_method)
+            mask = auto.mask
+            mask_note = f"; automatic {auto.method} mask" + (f" ({auto.note})" if auto.note else "")
 
     from tqdm import tqdm
 
@@ -72,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.checkpoint is not None:
         model, _ = load_checkpoint(args.checkpoint, device=args.device)
+    elif args.weights is not None:
+        from backend.weights import installed
+
+        files = installed(args.weights)
+        model = load_official(files["net_G"], files["net_C"], upsample=args.upsample, device=args.device)
     else:
         model = load_official(args.net_g, args.net_c, upsample=args.upsample, device=args.device)
 
@@ -111,11 +135,11 @@ def run(args: argparse.Namespace) -> int:
         t = textured.stats
         print(f"wrote {', '.join(str(p) for p in written)}: {t['faces']} faces (from {t['source_faces']}), "
               f"{args.texture}² texture ({t['coverage']:.0%} covered), {s['seconds']['total']:.1f} s "
-              f"reconstruction + {sum(t['seconds'].values()):.1f} s texture on {s['device']}")
+              f"reconstruction + {sum(t['seconds'].values()):.1f} s texture on {s['device']}{mask_note}")
         return 0
     write_output(args.out, lambda p: save_mesh(p, result.vertices, result.faces, result.colors),
                  args.overwrite, "--out")
     print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces, "
           f"{s['points_evaluated']} points evaluated at resolution {s['resolution']}, "
-          f"{s['seconds']['total']:.1f} s on {s['device']}")
+          f"{s['seconds']['total']:.1f} s on {s['device']}{mask_note}")
     return 0

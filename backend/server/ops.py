@@ -149,9 +149,11 @@ def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
         raise InputError("reconstruct: give either 'checkpoint' or 'net_g'/'net_c', not both")
     if args["net_c"] is not None and args["net_g"] is None:
         raise InputError("reconstruct: 'net_c' needs 'net_g' too")
-    if args["checkpoint"] is None and args["net_g"] is None:
-        raise InputError("reconstruct: no model given: pass 'checkpoint' (an avatex checkpoint) or "
-                         "'net_g' (+ 'net_c', the official PIFu files)")
+    if args.get("weights") is not None and (args["checkpoint"] or args["net_g"] or args["net_c"]):
+        raise InputError("reconstruct: give either 'weights' or 'checkpoint'/'net_g'/'net_c', not both")
+    if args["checkpoint"] is None and args["net_g"] is None and args.get("weights") is None:
+        raise InputError("reconstruct: no model given: pass 'checkpoint' (an avatex checkpoint), "
+                         "'net_g' (+ 'net_c', the official PIFu files) or 'weights': 'pifu'")
     for key in ("image", "mask", "checkpoint", "net_g", "net_c"):
         if args[key] is not None:
             ctx.resolve_path(args[key], kind="file")
@@ -186,27 +188,50 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
         mask = np.array(mask)
     elif args["mask"] is not None:
         mask = read_image(ctx.resolve_path(args["mask"], kind="file"), "mask")
+    mask, mask_info, mask_arrays = _auto_mask(image, mask, args)
     paths = {k: ctx.resolve_path(args[k], kind="file") if args[k] else None
              for k in ("checkpoint", "net_g", "net_c")}
+    if args.get("weights") is not None:   # the server's own weights folder (`avatex weights fetch`)
+        from backend.weights import installed
+
+        files = installed(args["weights"])
+        paths["net_g"], paths["net_c"] = files["net_G"], files["net_C"]
     key = (tuple(_file_key(p) for p in paths.values()), str(ctx.device))
     model = MODELS.get(key, lambda: load_models(checkpoint=paths["checkpoint"], net_g=paths["net_g"],
                                                 net_c=paths["net_c"], device=ctx.device))
     ctx.check_stop()
     if args.get("texture") is not None:
-        return _reconstruct_textured(model, image, mask, args, ctx)
+        result, arrays = _reconstruct_textured(model, image, mask, args, ctx)
+        return {**result, "mask": mask_info}, {**arrays, **mask_arrays}
     rec = reconstruct(model, image, mask, resolution=args["resolution"], device=ctx.device,
                       progress=ctx.job_progress)
     vertices = np.ascontiguousarray(rec.vertices, dtype=np.float32)
     faces = np.ascontiguousarray(rec.faces, dtype=np.int32)
     colors = np.ascontiguousarray(rec.colors, dtype=np.float32)
-    result: dict[str, Any] = {"vertices": len(vertices), "faces": len(faces), "stats": dict(rec.stats or {})}
+    result: dict[str, Any] = {"vertices": len(vertices), "faces": len(faces), "stats": dict(rec.stats or {}),
+                              "mask": mask_info}
     if args["out"] is not None:
         from backend.meshio import save_mesh
 
         out = ctx.resolve_path(args["out"], must_exist=False)
         write_output(out, lambda p: save_mesh(p, vertices, faces, colors), args["overwrite"])
         result["saved"] = str(out)
-    return result, {"vertices": vertices, "faces": faces, "colors": colors}
+    return result, {"vertices": vertices, "faces": faces, "colors": colors, **mask_arrays}
+
+
+def _auto_mask(image: np.ndarray, mask: np.ndarray | None, args: dict
+               ) -> tuple[np.ndarray | None, dict, dict[str, np.ndarray]]:
+    """(mask to use, the result's ``mask`` record, extra result arrays): a photo without alpha or mask
+    gets the automatic person mask, returned as the ``mask`` array so the client can show and fix it."""
+    from backend.masks import has_cutout, person_mask
+
+    if mask is not None:
+        return mask, {"method": "given"}, {}
+    if has_cutout(image) or not args.get("auto_mask", True):
+        return None, {"method": "alpha"}, {}
+    auto = person_mask(image, args.get("mask_method") or "auto")
+    info = {"method": auto.method, **({"note": auto.note} if auto.note else {})}
+    return auto.mask, info, {"mask": np.ascontiguousarray(auto.mask, dtype=np.uint8)}
 
 
 def _reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None, args: dict, ctx: Context
@@ -304,7 +329,15 @@ _OPERATIONS = (
               args={"data": Arg("any", doc="any JSON value")}, arrays=None, result="data, arrays"),
     Operation("reconstruct", op_reconstruct, "Single-image PIFu reconstruction to a coloured mesh.",
               args={"image": Arg("str", doc="image path under a root (or send the 'image' array)"),
-                    "mask": Arg("str", doc="mask path; default: the image's alpha"),
+                    "mask": Arg("str", doc="mask path; default: the image's alpha, else an automatic "
+                                           "person mask"),
+                    "auto_mask": Arg("bool", default=True,
+                                     doc="mask a photo without alpha or mask automatically (returned as "
+                                         "the 'mask' array; result 'mask' says how it was made)"),
+                    "mask_method": Arg("str", choices=("auto", "pose", "grabcut"), default="auto",
+                                       doc="automatic mask: pose (mediapipe), grabcut, or auto"),
+                    "weights": Arg("str", choices=("pifu",),
+                                   doc="the official weights in the server's weights folder"),
                     "checkpoint": Arg("str", doc="project checkpoint path"),
                     "net_g": Arg("str", doc="official net_G path"),
                     "net_c": Arg("str", doc="official net_C path"),
@@ -319,8 +352,10 @@ _OPERATIONS = (
                     "overwrite": Arg("bool", default=False, doc="replace an existing 'out' file"),
                     "timeout_s": _TIMEOUT},
               arrays={"image": _IMAGE, "mask": _MASK},
-              result="vertices, faces, stats, saved; arrays vertices f32 (N,3), faces i32 (F,3), "
-                     "colors f32 (N,3); with texture also uv f32 (N,2) and texture u8 (S,S,3)",
+              result="vertices, faces, stats, saved, mask{method, note}; arrays vertices f32 (N,3), "
+                     "faces i32 "
+                     "(F,3), colors f32 (N,3); with texture also uv f32 (N,2) and texture u8 (S,S,3); "
+                     "with an automatic mask also mask u8 (H,W)",
               job=True, device=True, prepare=prepare_reconstruct,
               requires=("backend.models", "backend.recon")),
     Operation("evaluate", op_evaluate, "PATD / PIPATD of a coloured mesh against its ground truth.",

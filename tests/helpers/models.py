@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.models import PIFu
+from backend.models.config import ModelConfig
 from backend.recon.framing import frame_subject
 from backend.train.config import TrainConfig
 from tests.helpers.tiny_models import compact_config
@@ -14,16 +15,17 @@ from tests.helpers.tiny_models import compact_config
 HALF_THICKNESS = 0.15
 
 
-def silhouette_pifu(image: np.ndarray, seed: int = 0) -> PIFu:
+def silhouette_pifu(image: np.ndarray, seed: int = 0, config: ModelConfig | None = None) -> PIFu:
     """A small PIFu with random encoders whose geometry MLP is *set* (not trained) to a body-shaped field.
 
     A linear probe on the random hourglass features, fitted in closed form to the subject mask, gives a
     score s(x, y) > 0 inside the silhouette; the MLP computes sigmoid(K (s - |z| / t)) with its own
     layers (leaky-ReLU pass-through units), so occupancy is the silhouette extruded to |z| < t: a closed
     body-shaped surface produced by the real network code path. The colour net keeps random weights.
+    ``config`` defaults to the compact one (``ModelConfig.official()`` gives official-layout files).
     """
     torch.manual_seed(seed)
-    model = PIFu(compact_config()).eval()
+    model = PIFu(config or compact_config()).eval()
     framed = frame_subject(image, size=model.config.load_size)
     img = torch.from_numpy(framed.network_input())
     mask = torch.from_numpy(framed.mask[None, None])
