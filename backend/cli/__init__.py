@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "table": "table",
     "experiment": "experiment",
+    "protocol": "protocol",
     "serve": "serve",
     "keys": "keys",
 }
