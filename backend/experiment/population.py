@@ -30,8 +30,8 @@ from backend.errors import InputError
 
 SPLITS = ("train", "val", "test")
 PERSON = re.compile(r"^((?:X_)?[A-Za-z]+_[MF]_\d+)(?:_|$)")
-"""The person prefix of a VALID avatar name: ``RACE_SEX_N``, with the non-validated ``X_`` kept (``X_AIAN_F_1``
-is another person than ``AIAN_F_1``)."""
+"""The person prefix of a VALID avatar name: ``RACE_SEX_N``, with the non-validated ``X_`` kept
+(``X_AIAN_F_1`` is another person than ``AIAN_F_1``)."""
 
 SAME_FACE: tuple[tuple[str, ...], ...] = (
     ("AIAN_F_1", "AIAN_F_2"),
@@ -86,7 +86,8 @@ def read_population(folder: str | Path) -> list[Avatar]:
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         mesh = sub / f"{sub.name}.obj"
         if not mesh.is_file():
-            raise InputError(f"{sub} has no {sub.name}.obj; a population folder holds NAME/NAME.obj per avatar")
+            raise InputError(f"{sub} has no {sub.name}.obj; a population folder holds NAME/NAME.obj "
+                             "per avatar")
         person = persons.get(sub.name) or person_of(sub.name)
         avatars.append(Avatar(sub.name, person, group_of(person), mesh))
     if len(avatars) < 3:

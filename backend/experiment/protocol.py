@@ -185,9 +185,10 @@ def training_configs(b: ProtocolBudget, *, data_a: Path, data_b: Path, data_test
 # -- the run -------------------------------------------------------------------------------------------
 
 def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str | Path | None = None,
-                 budget: str | ProtocolBudget = "small", seeds: Sequence[int] = (0, 1, 2), split_seed: int = 0,
-                 a_seed: int = 0, device: str | None = None, threads: int | None = None,
-                 progress: Progress = NULL, verbose: bool = True, command: str | None = None) -> dict[str, Any]:
+                 budget: str | ProtocolBudget = "small", seeds: Sequence[int] = (0, 1, 2),
+                 split_seed: int = 0, a_seed: int = 0, device: str | None = None, threads: int | None = None,
+                 progress: Progress = NULL, verbose: bool = True, command: str | None = None
+                 ) -> dict[str, Any]:
     """Run (or continue) the protocol in ``out`` (module docstring); returns the report's paths and cells."""
     import torch
 
@@ -239,7 +240,8 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
         data_a, data_b, data_test = root / "data" / "a", root / "data" / "b_dev", root / "data" / "b_test"
         if a_meshes_given is None:
             a_budget = dataclasses.replace(b.base, subjects=b.a_subjects, test_subjects=b.a_held_out)
-            a_meshes = timed("synth_a", stages.synthesize_avatars, root / "population_a", a_budget, a_seed)
+            a_meshes = timed("synth_a", stages.synthesize_avatars, root / "population_a", a_budget, a_seed,
+                             poses=b.a_poses)
         else:
             a_meshes = a_meshes_given
         a_budget = dataclasses.replace(b.base, subjects=len(a_meshes),
@@ -267,9 +269,9 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
         models: dict[int, dict[str, Path]] = {}
         for seed in seeds:
             folder = root / f"seed_{seed}"
-            configs = training_configs(b, data_a=data_a, data_b=data_b, data_test=data_test, b_levels=b_levels,
-                                       a_levels=a_levels, train_dir=folder / "train", seed=seed, device=device,
-                                       progress_bar=verbose)
+            configs = training_configs(b, data_a=data_a, data_b=data_b, data_test=data_test,
+                                       b_levels=b_levels, a_levels=a_levels, train_dir=folder / "train",
+                                       seed=seed, device=device, progress_bar=verbose)
             finals: dict[str, Path] = {}
             for name in ("geometry", "baseline", *FINETUNES):
                 cfg = dict(configs[name])
@@ -285,8 +287,8 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
                 models[seed][m] = dst
 
         # -- validation (every design choice is made here) ----------------------------------------
-        val = {seed: timed("evaluate_val", _evaluate, models[seed], data_b, root / f"seed_{seed}" / "eval_val",
-                           b, b_levels, device) for seed in seeds}
+        val = {seed: timed("evaluate_val", _evaluate, models[seed], data_b,
+                           root / f"seed_{seed}" / "eval_val", b, b_levels, device) for seed in seeds}
         from backend.experiment import protocol_report as rep
 
         groups = {row["avatar"]: row["group"] for rows in record["splits"].values() for row in rows}

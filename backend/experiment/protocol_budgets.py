@@ -51,6 +51,8 @@ class ProtocolBudget:
     """population A avatars to synthesise (ignored with --population-a, which uses every mesh given)."""
     a_held_out: int = 1
     """A avatars held out of pretraining (its validation curve only)."""
+    a_poses: bool = True
+    """random poses from anny's rig for the synthesised A avatars (``avatex synth --poses``)."""
     a_levels: tuple[str, ...] = ("clear",)
     """A's lighting: clear only, as PIFu's own data is lit for pretraining."""
     b_views: int | None = None
@@ -94,8 +96,8 @@ PROTOCOL_BUDGETS: dict[str, ProtocolBudget] = {
               "eval_item_s": 3.0},
     ),
     "small": ProtocolBudget(
-        name="small", summary="under an hour on 2 CPU cores: 8 A avatars, at most 10 / 4 / 6 B avatars, "
-                              "4 views, 1 seed's worth of steps split over the seeds",
+        name="small", summary="under an hour on 2 CPU cores: 8 A avatars, at most 10 / 4 / 6 B avatars "
+                              "(train / val / test), 4 views at 128 px, 400 / 150 / 80 steps per seed",
         base=dataclasses.replace(
             _SMALL, views=4, step_deg=90.0, resolution=128,
             train={"model_overrides": SMALL_128, "checkpoint_every": 50, "val_every": 100},
@@ -110,7 +112,7 @@ PROTOCOL_BUDGETS: dict[str, ProtocolBudget] = {
                                "levels, 128 px input, 1200 / 500 / 300 steps per seed",
         base=dataclasses.replace(
             _SMALL, views=8, step_deg=45.0, resolution=256,
-            train={"model_overrides": SMALL_128, "checkpoint_every": 50, "val_every": 100},
+            train={"model_overrides": SMALL_128, "checkpoint_every": 50, "val_every": 100, "val_subjects": 6},
             geometry={"steps": 1200, "lr": 1e-3, "lr_decay_at": [0.8]}, baseline={"steps": 500, "lr": 1e-3},
             finetune={"steps": 300, "lr": 1e-4}, eval_resolution=96, image_metrics=False, novel_views=0),
         a_subjects=13, a_held_out=2, eval_views=(0,),
@@ -131,7 +133,8 @@ def get_protocol_budget(name: str) -> ProtocolBudget:
     try:
         return PROTOCOL_BUDGETS[name]
     except KeyError:
-        raise InputError(f"unknown protocol budget {name!r}; choose one of {', '.join(PROTOCOL_BUDGETS)}") from None
+        raise InputError(f"unknown protocol budget {name!r}; choose one of "
+                         f"{', '.join(PROTOCOL_BUDGETS)}") from None
 
 
 def estimate_seconds(b: ProtocolBudget, *, a_train: int, a_held: int, b_counts: dict[str, int],
@@ -147,8 +150,18 @@ def estimate_seconds(b: ProtocolBudget, *, a_train: int, a_held: int, b_counts: 
     levels = b_levels or len(b.base.levels)
     n_b = sum(b_counts.values())
     steps = {run: b.base.setting("steps", run) for run in ("geometry", "baseline", "finetune")}
+
+    def validations(run: str, subjects: int, n_levels: int) -> float:
+        """The colour runs' validation passes (GT-vertex PATD, one view per subject and level)."""
+        limit = b.base.setting("val_subjects", run)
+        subjects = min(subjects, limit) if limit is not None else subjects
+        passes = steps[run] // b.base.setting("val_every", run) + 2
+        return passes * subjects * n_levels * 0.1 * c["eval_item_s"]
+
     per_seed = (steps["geometry"] * c["geometry_step_s"] + steps["baseline"] * c["color_step_s"]
-                + len(FINETUNES) * steps["finetune"] * c["color_step_s"])
+                + validations("baseline", a_held, len(b.a_levels))
+                + len(FINETUNES) * (steps["finetune"] * c["color_step_s"]
+                                    + validations("finetune", b_counts["val"], levels)))
     eval_inputs = (b_counts["val"] + b_counts["test"]) * len(b.eval_views) * levels
     return {
         "render": ((a_train + a_held) * b.base.views * (len(b.a_levels) + 1)

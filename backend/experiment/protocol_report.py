@@ -25,7 +25,8 @@ METRICS = PRIMARY + VERTEX + GEOMETRY
 HIGHER_IS_BETTER = {"normal_consistency"}
 PAIRS = (("ssim_local", "l1"), ("ssim_seed", "l1"), ("l1_ssim", "l1"), ("l1", "baseline"),
          ("l1_ssim", "baseline"), ("l1", "control"), ("l1_ssim", "control"), ("control", "baseline"))
-"""Paired differences the report states: SSIM − L1, fine-tune − baseline, fine-tune − compute-matched control."""
+"""Paired differences the report states: SSIM − L1, fine-tune − baseline, fine-tune − the compute-matched
+control (more training on B without relighting), control − baseline."""
 CHOICE_CANDIDATES = ("l1", "ssim_seed", "ssim_local", "l1_ssim")
 
 
@@ -72,7 +73,8 @@ def cell(collected: Mapping[str, Any], metric: str, model: str, level: str) -> s
     return stats.cell_interval(m) if m.size else None
 
 
-def difference(collected: Mapping[str, Any], metric: str, a: str, b: str, level: str) -> stats.Interval | None:
+def difference(collected: Mapping[str, Any], metric: str, a: str, b: str, level: str
+               ) -> stats.Interval | None:
     v = collected["values"][metric]
     ma, mb = _complete(np.asarray(v[a][level], dtype=np.float64), np.asarray(v[b][level], dtype=np.float64))
     return stats.paired_interval(ma, mb) if ma.size else None
@@ -132,25 +134,26 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
     split_lines = []
     for s in ("train", "val", "test"):
         rows = record["splits"][s]
-        split_lines.append(f"  - **{s}**: {len(rows)} avatars, {len({r['group'] for r in rows})} person groups "
-                           f"({', '.join(sorted({r['group'] for r in rows}))})")
+        names = sorted({r["group"] for r in rows})
+        split_lines.append(f"  - **{s}**: {len(rows)} avatars, {len(names)} person groups "
+                           f"({', '.join(names)})")
     a = spec["population_a"]
     a_text = (f"{len(a['paths'])} meshes given with --population-a" if a["kind"] == "meshes"
               else f"{a['subjects']} anny avatars with painted clothes (`avatex synth --seed {a['seed']}`)")
     n_test, n_avatars = len(test_cells["subjects"]), len(test_cells.get("avatars", test_cells["subjects"]))
     text = [f"# Protocol run: budget `{budget.name}`, seeds {', '.join(map(str, seeds))}", ""]
     if budget.name == "test":
-        text += ["**Smoke run.** Micro nets trained for a handful of steps: these numbers show that the protocol "
-                 "runs end to end on real data; they say nothing about the losses.", ""]
+        text += ["**Smoke run.** Micro nets trained for a handful of steps: these numbers show that the "
+                 "protocol runs end to end on real data; they say nothing about the losses.", ""]
     text += [f"Command: `{command or 'avatex protocol ...'}`", "",
              "## Populations and split", "",
              f"- A (pretraining, lit {', '.join(budget.a_levels)}): {a_text}.",
              f"- B (fine-tuning and evaluation): `{spec['population_b']}`, split by person group "
              f"(seed {record['seed']}):", *split_lines, "",
-             f"Every cell: mean over {n_test} test persons ({n_avatars} avatars; a person's value is the mean "
-             f"of its avatars, views and {len(seeds)} training seeds) and the 95 % bootstrap interval over "
-             "test persons. With few persons the intervals are wide; with one they collapse to the value "
-             "and carry no information.", "",
+             f"Every cell: mean over {n_test} test persons ({n_avatars} avatars; a person's value is the "
+             f"mean of its avatars, views and {len(seeds)} training seeds) and the 95 % bootstrap interval "
+             "over test persons. With few persons the intervals are wide; with one they collapse to the "
+             "value and carry no information.", "",
              "## Dense-surface PATD (ΔE00, primary)", "", cell_table(test_cells, "patd_dense"),
              "## Dense-surface PIPATD (primary)", "", cell_table(test_cells, "pipatd_dense"),
              "## Vertex PATD (the paper's flavour)", "", cell_table(test_cells, "patd"),
@@ -159,11 +162,13 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
     for metric in GEOMETRY:
         text += [f"{metric}:", "", cell_table(test_cells, metric, ("baseline",))]
     text += ["## Paired differences (test)", "",
-             "Per test person a − b, then bootstrapped over persons; negative = a has the lower (better) error.", "",
+             "Per test person a − b, then bootstrapped over persons; negative = a has the lower (better) "
+             "error.", "",
              "| metric | a − b | level | difference [95 % CI] | within noise |", "|---|---|---|---|---|"]
     for d in diffs:
         text.append(f"| {d['metric']} | {COLUMN_LABELS[d['a']]} − {COLUMN_LABELS[d['b']]} | {d['level']} | "
-                    f"{d['mean']:.2f} [{d['low']:.2f}, {d['high']:.2f}] | {'yes' if d['within_noise'] else 'no'} |")
+                    f"{d['mean']:.2f} [{d['low']:.2f}, {d['high']:.2f}] | "
+                    f"{'yes' if d['within_noise'] else 'no'} |")
     noise = [d for d in diffs if d["within_noise"]]
     text += ["", f"In words: {len(noise)} of {len(diffs)} differences are within noise (their interval "
              "contains 0). " + " ".join(f"{d['words']} ({d['metric']}, {d['level']})." for d in diffs

@@ -41,8 +41,10 @@ def avatars_done(folder: Path, count: int) -> bool:
     return all((folder / f"{AVATAR_PREFIX}{i:04d}.json").is_file() for i in range(count))
 
 
-def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress = NULL) -> list[Path]:
-    """Make the budget's avatars (only the missing ones) and return their PLY paths."""
+def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress = NULL,
+                       poses: bool = False) -> list[Path]:
+    """Make the budget's avatars (only the missing ones) and return their PLY paths; ``poses`` gives each
+    a random pose from anny's rig (the protocol's population A)."""
     from backend.data.synth import synthesize
 
     missing = [i for i in range(budget.subjects)
@@ -51,7 +53,8 @@ def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Pro
     # first missing one redoes at most a few finished avatars, identically.
     if missing:
         synthesize(budget.subjects - missing[0], folder, seed=seed, prefix=AVATAR_PREFIX, start=missing[0],
-                   texture_size=budget.texture_size, subdivisions=budget.subdivide, progress=progress)
+                   texture_size=budget.texture_size, subdivisions=budget.subdivide, poses=poses,
+                   progress=progress)
     return avatar_paths(folder, budget.subjects)
 
 

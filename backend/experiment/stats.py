@@ -101,7 +101,8 @@ def paired_interval(a: np.ndarray, b: np.ndarray, **kwargs) -> Interval:
 
 
 def verdict(diff: Interval, lower_is_better: bool = True, names: tuple[str, str] = ("a", "b")) -> str:
-    """One sentence on a paired difference ``a − b``: within noise (the interval holds 0), or who is better."""
+    """One sentence on a paired difference ``a − b``: within noise (the interval holds 0), or which is
+    better."""
     a, b = names
     if diff.contains_zero:
         return f"{a} − {b} is within noise (the 95 % interval {diff.text()} contains 0)"
