@@ -87,6 +87,22 @@ _TEST = BUDGETS["test"]
 _SMALL = BUDGETS["small"]
 _FULL = BUDGETS["full"]
 
+
+def _cpu(views: int, resolution: int, steps: tuple[int, int, int], **train: Any) -> Budget:
+    """The experiment's ``small`` budget at ``views`` around the body, ``resolution`` px renders and
+    (geometry, baseline, fine-tune) steps: the 2-core CPU budgets differ only in these."""
+    g, c, f = steps
+    return dataclasses.replace(
+        _SMALL, views=views, step_deg=360.0 / views, resolution=resolution,
+        train={"model_overrides": SMALL_128, "checkpoint_every": 50, "val_every": 100, **train},
+        geometry={"steps": g, "lr": 1e-3, "lr_decay_at": [0.8]}, baseline={"steps": c, "lr": 1e-3},
+        finetune={"steps": f, "lr": 1e-4}, eval_resolution=96, image_metrics=False, novel_views=0)
+
+
+def _cpu_cost(image_s: float) -> dict[str, float]:
+    return {"image_s": image_s, "cache_s": 11.0, "geometry_step_s": 0.45, "color_step_s": 0.55,
+            "eval_item_s": 6.0}
+
 PROTOCOL_BUDGETS: dict[str, ProtocolBudget] = {
     "test": ProtocolBudget(
         name="test", summary="smoke run: micro nets, a few steps, 2 views x wild/clear at 64 px; at most "
@@ -98,26 +114,14 @@ PROTOCOL_BUDGETS: dict[str, ProtocolBudget] = {
     "small": ProtocolBudget(
         name="small", summary="under an hour on 2 CPU cores: 8 A avatars, at most 10 / 4 / 6 B avatars "
                               "(train / val / test), 4 views at 128 px, 400 / 150 / 80 steps per seed",
-        base=dataclasses.replace(
-            _SMALL, views=4, step_deg=90.0, resolution=128,
-            train={"model_overrides": SMALL_128, "checkpoint_every": 50, "val_every": 100},
-            geometry={"steps": 400, "lr": 1e-3, "lr_decay_at": [0.8]}, baseline={"steps": 150, "lr": 1e-3},
-            finetune={"steps": 80, "lr": 1e-4}, eval_resolution=96, image_metrics=False, novel_views=0),
-        a_subjects=8, b_max={"train": 10, "val": 4, "test": 6}, eval_views=(0,),
-        cost={"image_s": 0.12, "cache_s": 11.0, "geometry_step_s": 0.5, "color_step_s": 0.55,
-              "eval_item_s": 6.0},
+        base=_cpu(4, 128, (400, 150, 80)), a_subjects=8, b_max={"train": 10, "val": 4, "test": 6},
+        eval_views=(0,), cost=_cpu_cost(0.12),
     ),
     "medium": ProtocolBudget(
         name="medium", summary="under 2.5 h on 2 CPU cores: 13 A avatars, all 60 B avatars at 8 views x 3 "
                                "levels, 128 px input, 1200 / 500 / 300 steps per seed",
-        base=dataclasses.replace(
-            _SMALL, views=8, step_deg=45.0, resolution=256,
-            train={"model_overrides": SMALL_128, "checkpoint_every": 50, "val_every": 100, "val_subjects": 6},
-            geometry={"steps": 1200, "lr": 1e-3, "lr_decay_at": [0.8]}, baseline={"steps": 500, "lr": 1e-3},
-            finetune={"steps": 300, "lr": 1e-4}, eval_resolution=96, image_metrics=False, novel_views=0),
-        a_subjects=13, a_held_out=2, eval_views=(0,),
-        cost={"image_s": 0.25, "cache_s": 11.0, "geometry_step_s": 0.45, "color_step_s": 0.55,
-              "eval_item_s": 6.0},
+        base=_cpu(8, 256, (1200, 500, 300), val_subjects=6), a_subjects=13, a_held_out=2, eval_views=(0,),
+        cost=_cpu_cost(0.25),
     ),
     "full": ProtocolBudget(
         name="full", summary="one GPU: 120 A avatars, every B avatar at 45 views x 3 levels, 512 px, the "
