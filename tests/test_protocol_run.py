@@ -66,6 +66,22 @@ def test_capped_splits_keep_persons_apart_and_prefer_many_persons(tmp_path):
         assert len({group[n] for n in names}) == len(names)  # one avatar per person before a second
 
 
+def test_cli_bad_input_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "backend", "protocol", "--out", str(tmp_path / "run"),
+                          "--population-b", "tests/fixtures/valid", "--budget", "huge"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "unknown protocol budget 'huge'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    # Only the three always-test persons: nothing left to train or validate on.
+    with pytest.raises(InputError, match="leave the train, val split empty"):
+        protocol.run_protocol(tmp_path / "run", population_b=ROOT / "tests" / "fixtures" / "valid",
+                              budget="test", seeds=(0,))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_medium_fits_its_budget_on_the_measured_unit_costs():
     b = get_protocol_budget("medium")
     est = estimate_seconds(b, a_train=11, a_held=2, b_counts={"train": 34, "val": 13, "test": 13}, seeds=3)

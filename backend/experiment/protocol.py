@@ -198,11 +198,9 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
         raise InputError(f"--seeds must be distinct integers, got {seeds}")
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
-    if population_a is None and a_seed == stages_fixture_seed():
+    if population_a is None and a_seed == _fixture_seed():
         raise InputError(f"--a-seed {a_seed} would synthesise the test fixtures' avatars; choose another")
     root = Path(out).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-
     avatars = pop.read_population(population_b)
     split = pop.split_population(avatars, seed=split_seed, val_fraction=b.val_fraction,
                                  test_fraction=b.test_fraction)
@@ -215,6 +213,7 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
             "population_a": {"kind": "meshes", "paths": [str(p) for p in a_meshes_given]}
             if a_meshes_given else {"kind": "synth", "subjects": b.a_subjects, "seed": a_seed},
             "population_b": str(Path(population_b).expanduser().resolve())}
+    root.mkdir(parents=True, exist_ok=True)
     _check_spec(root / "protocol.json", spec)
     write_json(root / "protocol.json", spec)
     record = _load_or_write_split(root / "split.json", record)
@@ -313,7 +312,8 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
         torch.set_num_threads(previous_threads)
 
 
-def stages_fixture_seed() -> int:
+def _fixture_seed() -> int:
+    """The synth seed of the committed anny fixtures (tests/fixtures/avatars): never population A."""
     from backend.experiment.pipeline import FIXTURE_SYNTH_SEED
 
     return FIXTURE_SYNTH_SEED
