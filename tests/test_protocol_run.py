@@ -140,8 +140,12 @@ def test_smoke_run_reports_every_cell_with_intervals(smoke):
     assert val["choice"]["best"] in ("l1", "ssim_seed", "ssim_local", "l1_ssim")
     assert val["cells"]["subjects"] != data["values"]["subjects"]  # validation persons are not test's
     # The test dataset holds only test avatars; training never saw its folder.
-    test_ids = sorted(p.name for p in (run / "data" / "b_test").iterdir() if p.is_dir() and p.name != "logs")
-    assert set(test_ids) >= {r["avatar"] for r in split["splits"]["test"]}
+    from backend.data.dataset import Dataset
+
+    assert set(Dataset(run / "data" / "b_test").subjects()) == {r["avatar"] for r in split["splits"]["test"]}
+    dev = Dataset(run / "data" / "b_dev")
+    assert set(dev.split("test")) == {r["avatar"] for r in split["splits"]["val"]}  # validation
+    assert set(dev.split("train")) == {r["avatar"] for r in split["splits"]["train"]}
     for cfg in (run / "seed_0" / "train").glob("*/config.json"):
         assert "b_test" not in json.loads(cfg.read_text())["data"]
 

@@ -154,6 +154,9 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
              f"mean of its avatars, views and {len(seeds)} training seeds) and the 95 % bootstrap interval "
              "over test persons. With few persons the intervals are wide; with one they collapse to the "
              "value and carry no information.", "",
+             *([f"**Caution: {n_test} test persons.** A percentile bootstrap over so few persons has only a "
+                "handful of distinct resamples and is too narrow; an interval that excludes 0 here is not "
+                "evidence of a difference.", ""] if n_test < 8 else []),
              "## Dense-surface PATD (ΔE00, primary)", "", cell_table(test_cells, "patd_dense"),
              "## Dense-surface PIPATD (primary)", "", cell_table(test_cells, "pipatd_dense"),
              "## Vertex PATD (the paper's flavour)", "", cell_table(test_cells, "patd"),
