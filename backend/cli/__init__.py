@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "table": "table",
     "experiment": "experiment",
+    "protocol": "protocol",
     "serve": "serve",
     "keys": "keys",
     "weights": "weights",

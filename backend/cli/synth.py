@@ -26,6 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subdivide", type=int, default=1, choices=(0, 1, 2),
                         help="midpoint subdivisions of the PLY copy: 0 = 13,718, 1 = ~55k, "
                              "2 = ~219k vertices (default 1)")
+    parser.add_argument("--poses", action="store_true",
+                        help="a random pose per avatar from anny's rig, within joint limits "
+                             "(default: rest pose)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         paths = synthesize(args.count, args.out, seed=args.seed, prefix=args.prefix, start=args.start,
-                           texture_size=args.texture_size, subdivisions=args.subdivide,
+                           texture_size=args.texture_size, subdivisions=args.subdivide, poses=args.poses,
                            progress=Progress(progress, interval_s=0.1))
     finally:
         bar.close()

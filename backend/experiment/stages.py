@@ -41,8 +41,10 @@ def avatars_done(folder: Path, count: int) -> bool:
     return all((folder / f"{AVATAR_PREFIX}{i:04d}.json").is_file() for i in range(count))
 
 
-def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress = NULL) -> list[Path]:
-    """Make the budget's avatars (only the missing ones) and return their PLY paths."""
+def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Progress = NULL,
+                       poses: bool = False) -> list[Path]:
+    """Make the budget's avatars (only the missing ones) and return their PLY paths; ``poses`` gives each
+    a random pose from anny's rig (the protocol's population A)."""
     from backend.data.synth import synthesize
 
     missing = [i for i in range(budget.subjects)
@@ -51,7 +53,8 @@ def synthesize_avatars(folder: Path, budget: Budget, seed: int, *, progress: Pro
     # first missing one redoes at most a few finished avatars, identically.
     if missing:
         synthesize(budget.subjects - missing[0], folder, seed=seed, prefix=AVATAR_PREFIX, start=missing[0],
-                   texture_size=budget.texture_size, subdivisions=budget.subdivide, progress=progress)
+                   texture_size=budget.texture_size, subdivisions=budget.subdivide, poses=poses,
+                   progress=progress)
     return avatar_paths(folder, budget.subjects)
 
 
@@ -105,19 +108,27 @@ def dataset_complete(root: Path, subjects: int, views: int) -> bool:
 
 
 def render_dataset(meshes: Sequence[Path], out: Path, budget: Budget, seed: int, test_count: int,
-                   threads: int = 0, *, progress: Progress = NULL) -> None:
+                   threads: int = 0, *, progress: Progress = NULL, test_fraction: float | None = None,
+                   levels: Sequence[str] | None = None) -> None:
     """Render (or finish rendering) the relit dataset with the render library API, as ``avatex render``
-    does; ``progress`` follows the images and cancels the render."""
+    does; ``progress`` follows the images and cancels the render.
+
+    ``test_fraction`` (0: all train, 1: all test) replaces the exact held-out share of ``test_count``;
+    ``levels`` replaces the budget's lighting levels (the protocol renders population A clear only).
+    """
     from avatex_core import dataset_layout as layout
     from avatex_core import render_jobs as jobs
     from avatex_core.render_options import add_arguments
     from backend.blender import blender_command
 
     ids = layout.subject_ids(list(meshes))
-    fraction = held_out_fraction(ids, test_count, seed)
+    fraction = held_out_fraction(ids, test_count, seed) if test_fraction is None else test_fraction
     parser = argparse.ArgumentParser(prog="avatex render")
     add_arguments(parser)
-    args = parser.parse_args(render_arguments(meshes, out, budget, seed, fraction, threads))
+    argv = render_arguments(meshes, out, budget, seed, fraction, threads)
+    if levels is not None:
+        argv[argv.index("--levels") + 1] = ",".join(levels)
+    args = parser.parse_args(argv)
     try:
         request = jobs.RenderRequest.from_args(args)
     except jobs.RequestError as exc:

@@ -135,25 +135,35 @@ class AnnyBodies:
         self.weights = part_weights(list(m.bone_labels), m.vertex_bone_indices.cpu().numpy(),
                                     m.vertex_bone_weights.cpu().numpy())
         self.local_change_labels = list(m.local_change_labels)
+        self.bone_labels = list(m.bone_labels)
 
     def vertices(self, phenotype: dict[str, float], local_changes: dict[str, float],
-                 heights: list[float]) -> np.ndarray:
-        """(len(heights), N, 3) rest-pose vertices for each value of the height slider."""
+                 heights: list[float], pose: dict[str, tuple[float, float, float]] | None = None
+                 ) -> np.ndarray:
+        """(len(heights), N, 3) vertices for each value of the height slider: rest pose, or ``pose``
+        (bone label -> Euler angles, :mod:`.poses`)."""
         torch = self._torch
         b = len(heights)
         pk = {k: torch.full((b,), float(v), dtype=torch.float64) for k, v in phenotype.items()}
         pk["height"] = torch.tensor(heights, dtype=torch.float64)
         lk = {k: torch.full((b,), float(v), dtype=torch.float64) for k, v in local_changes.items()}
+        extra = {}
+        if pose:
+            from backend.data.synth.poses import pose_transforms
+
+            extra["pose_parameters"] = {k: torch.as_tensor(v, dtype=torch.float64).expand(b, 4, 4)
+                                        for k, v in pose_transforms(pose).items()}
         with torch.no_grad():
-            out = self.model(phenotype_kwargs=pk, local_changes_kwargs=lk)
+            out = self.model(phenotype_kwargs=pk, local_changes_kwargs=lk, **extra)
         return out["vertices"].cpu().numpy().astype(np.float64)
 
-    def body(self, phenotype: dict[str, float], local_changes: dict[str, float], target_height: float
-             ) -> tuple[np.ndarray, float]:
+    def body(self, phenotype: dict[str, float], local_changes: dict[str, float], target_height: float,
+             pose: dict[str, tuple[float, float, float]] | None = None) -> tuple[np.ndarray, float]:
         """Vertices of the body whose standing height is ``target_height``, and the height slider used.
 
         Height is linear in anny's height slider for fixed other sliders, so two evaluations give the
-        slider, and a secant step absorbs what the local changes add.
+        slider, and a secant step absorbs what the local changes add. The height is that of the rest
+        pose; ``pose`` is applied last, at the chosen slider.
         """
         ends = self.vertices(phenotype, local_changes, [0.0, 1.0])
         h0, h1 = (float(np.ptp(e[:, 2])) for e in ends)
@@ -163,4 +173,6 @@ class AnnyBodies:
         if abs(h - target_height) > 0.005 and 0.0 < s < 1.0:
             s = float(np.clip(s + (target_height - h) / (h1 - h0), 0.0, 1.0))
             v = self.vertices(phenotype, local_changes, [s])[0]
+        if pose:
+            v = self.vertices(phenotype, local_changes, [s], pose)[0]
         return v, round(s, 6)

@@ -91,7 +91,7 @@ def check_options(count: int, out_dir: str | Path, *, start: int = 0, prefix: st
 
 
 def synthesize(count: int, out_dir: str | Path, seed: int = 0, *, prefix: str = "avatar_", start: int = 0,
-               texture_size: int = 1024, subdivisions: int = 1,
+               texture_size: int = 1024, subdivisions: int = 1, poses: bool = False,
                progress: Progress = NULL) -> list[Path]:
     """Generate avatars ``start .. start+count-1`` into ``out_dir``; returns the OBJ paths.
 
@@ -110,7 +110,7 @@ def synthesize(count: int, out_dir: str | Path, seed: int = 0, *, prefix: str = 
         name = f"{prefix}{start + k:04d}"
         progress.report("painting", k / count, avatar=name)
         avatar, meta = make_avatar(bodies, seed, start + k, texture_size=texture_size,
-                                   subdivisions=subdivisions)
+                                   subdivisions=subdivisions, poses=poses)
         write_avatar(out, name, avatar, {"format": FORMAT, "name": name, **meta})
         written.append(out / f"{name}.obj")
         progress.report("painting", (k + 1) / count, avatar=name)
@@ -118,11 +118,21 @@ def synthesize(count: int, out_dir: str | Path, seed: int = 0, *, prefix: str = 
 
 
 def make_avatar(bodies: AnnyBodies, seed: int, index: int, *, texture_size: int = 1024,
-                subdivisions: int = 1) -> tuple[Avatar, dict]:
-    """Avatar ``index`` of the set ``seed``, and its metadata (what the JSON records)."""
+                subdivisions: int = 1, poses: bool = False) -> tuple[Avatar, dict]:
+    """Avatar ``index`` of the set ``seed``, and its metadata (what the JSON records).
+
+    ``poses`` draws a random pose (:mod:`.poses`) from its own stream, so the identity and clothes of
+    avatar ``index`` are the same with and without it.
+    """
     rng = avatar_rng(seed, index)
     phenotype, local, target = random_identity(rng, bodies.local_change_labels)
-    vertices, height_slider = bodies.body(phenotype, local, target)
+    angles = None
+    if poses:
+        from backend.data.synth.poses import sample_angles
+
+        angles = sample_angles(bodies.bone_labels, np.random.default_rng(np.random.SeedSequence(
+            [int(seed), int(index), 1])))
+    vertices, height_slider = bodies.body(phenotype, local, target, pose=angles)
     offset = int(np.random.default_rng(np.random.SeedSequence([int(seed), 2**31]))
                  .integers(len(SHIRT_PATTERNS)))
     outfit = random_outfit(rng, SHIRT_PATTERNS[(offset + index) % len(SHIRT_PATTERNS)],
@@ -132,7 +142,9 @@ def make_avatar(bodies: AnnyBodies, seed: int, index: int, *, texture_size: int 
     meta = {
         "seed": int(seed), "index": int(index),
         "height_m": round(avatar.height, 4), "target_height_m": target,
-        "units": "metres", "up": "+z", "facing": "-y", "pose": "anny rest A-pose",
+        "units": "metres", "up": "+z", "facing": "-y",
+        "pose": "random (anny rig, joint limits)" if poses else "anny rest A-pose",
+        **({"pose_angles_deg": angles} if angles else {}),
         "phenotype": {**phenotype, "height": height_slider},
         "local_changes": {k: v for k, v in local.items() if v != 0.0},
         "outfit": outfit.to_dict(), "palette": outfit.palette(),

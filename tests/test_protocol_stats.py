@@ -1,0 +1,58 @@
+"""Bootstrap intervals of the protocol (backend.experiment.stats) on data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.experiment import stats
+
+
+def test_interval_of_a_normal_sample_matches_the_textbook_interval():
+    rng = np.random.default_rng(0)
+    x = rng.normal(10.0, 2.0, size=400)
+    iv = stats.bootstrap_mean(x, seed=1)
+    se = x.std(ddof=1) / np.sqrt(x.size)
+    assert iv.mean == pytest.approx(x.mean())
+    assert iv.low == pytest.approx(x.mean() - 1.96 * se, abs=0.25 * se)
+    assert iv.high == pytest.approx(x.mean() + 1.96 * se, abs=0.25 * se)
+    assert iv.n == 400 and not iv.contains_zero
+
+
+def test_coverage_is_near_95_percent():
+    rng = np.random.default_rng(2)
+    hits = sum(stats.bootstrap_mean(rng.normal(0.0, 1.0, 30), resamples=2000, seed=i).contains_zero
+               for i in range(200))
+    assert 0.88 <= hits / 200 <= 0.99
+
+
+def test_constant_values_and_a_single_value_give_a_point_interval():
+    iv = stats.bootstrap_mean([3.0, 3.0, 3.0])
+    assert (iv.low, iv.mean, iv.high) == (3.0, 3.0, 3.0)
+    one = stats.bootstrap_mean([5.5])
+    assert (one.low, one.high, one.n) == (5.5, 5.5, 1)
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.bootstrap_mean([1.0, float("nan")])
+
+
+def test_paired_difference_cancels_the_shared_subject_spread():
+    rng = np.random.default_rng(3)
+    subjects = rng.normal(12.0, 4.0, size=12)  # large subject-to-subject spread
+    a = subjects[None, :] + rng.normal(0.0, 0.05, size=(3, 12))
+    b = a + 0.5  # b is worse by exactly 0.5 on every subject and seed
+    diff = stats.paired_interval(a, b)
+    assert diff.mean == pytest.approx(-0.5)
+    assert diff.high < 0.0 and diff.high - diff.low < 1e-9
+    unpaired = stats.bootstrap_mean(a.mean(axis=0) - rng.permutation(b.mean(axis=0)))
+    assert unpaired.high - unpaired.low > 1.0  # what pairing saved
+    assert "better" in stats.verdict(diff, names=("a", "b")) and "a is better" in stats.verdict(diff)
+
+
+def test_seed_spread_is_reported_and_noise_is_named():
+    m = np.array([[1.0, 2.0, 3.0], [1.2, 2.2, 3.2], [0.8, 1.8, 2.8]])  # seeds x subjects
+    iv = stats.cell_interval(m)
+    assert iv.mean == pytest.approx(2.0) and iv.seed_sd == pytest.approx(0.2)
+    noise = stats.paired_interval(m, m[::-1])
+    assert noise.contains_zero and "within noise" in stats.verdict(noise)
+    with pytest.raises(ValueError, match="shape"):
+        stats.paired_interval(m, m[:, :2])
