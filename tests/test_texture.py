@@ -140,10 +140,10 @@ def grey(points: np.ndarray) -> np.ndarray:
 
 def test_blend_puts_the_images_fine_pattern_on_the_front_texels_only(body):
     vertices, faces = body
-    rgb, mask, stripe = _stripes()
+    rgb, mask, stripe = _stripes(period=8)
     calib = canonical.calib_for_view(0.0)
     detail = ImageDetail.from_view(rgb, mask, vertices, faces, calib, "blend", sigma=4.0)
-    tm = texture_mesh(vertices, faces, grey, size=1024, target_faces=6000, detail=detail)
+    tm = texture_mesh(vertices, faces, grey, size=512, target_faces=4000, detail=detail)
     points, normals, colors = _textured_points(tm)
     front, back = normals[:, 2] > 0.8, normals[:, 2] < -0.5
     assert front.sum() > 5000 and back.sum() > 5000
@@ -293,6 +293,11 @@ def test_cli_writes_a_textured_glb_that_evaluate_reads(tmp_path):
     assert len(again.stderr.strip().splitlines()) == 1 and out.read_bytes() == before
     replaced = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert replaced.returncode == 0, replaced.stderr
+    detailed = subprocess.run([*cmd[:cmd.index("--out") + 1], str(tmp_path / "detail.obj"),
+                               *cmd[cmd.index("--out") + 2:], "--texture-detail", "blend"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert detailed.returncode == 0, detailed.stderr
+    assert "blend detail" in detailed.stdout and (tmp_path / "detail.png").is_file()
 
     gt = tmp_path / "gt.ply"
     from backend.meshio import save_mesh
@@ -363,8 +368,11 @@ def test_server_reconstruct_with_texture_returns_and_saves_the_textured_mesh(tmp
     with running_server(roots=[tmp_path], devices=["cpu"]) as server, Client(server.endpoint) as client:
         stages = []
         res = client.call("reconstruct", {"checkpoint": "small.pt", "resolution": 64, "texture": 512,
-                                          "faces": 2000, "out": "out/rec.glb"}, {"image": image},
-                          timeout=600, on_progress=lambda e: stages.append(e.stage))
+                                          "faces": 2000, "out": "out/rec.glb", "texture_detail": "blend"},
+                          {"image": image}, timeout=600, on_progress=lambda e: stages.append(e.stage))
+        with pytest.raises(BackendError, match="texture_detail"):
+            client.call("reconstruct", {"checkpoint": "small.pt", "texture": 512, "texture_detail": "sharp"},
+                        {"image": image}, timeout=60)
         with pytest.raises(BackendError, match="'out' must end in .glb or .obj with 'texture'"):
             client.call("reconstruct", {"checkpoint": "small.pt", "texture": 512, "out": "x.ply"},
                         {"image": image}, timeout=60)
@@ -376,5 +384,7 @@ def test_server_reconstruct_with_texture_returns_and_saves_the_textured_mesh(tmp
     assert arrays["uv"].shape == (len(arrays["vertices"]), 2) and len(arrays["faces"]) <= 2000
     np.testing.assert_allclose(arrays["colors"], sample_texture(arrays["texture"], arrays["uv"]))
     assert "texture" in stages and res.result["stats"]["texture"]["texture_size"] == 512
+    assert res.result["stats"]["texture"]["detail"]["mode"] == "blend"
+    assert res.result["stats"]["texture"]["detail"]["image_texels"] > 1000
     saved = load_mesh(tmp_path / "out" / "rec.glb")
     assert saved.has_texture and len(saved.faces) == len(arrays["faces"])

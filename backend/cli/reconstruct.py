@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         written = save_textured(args.out, textured, overwrite=args.overwrite)
         t = textured.stats
         print(f"wrote {', '.join(str(p) for p in written)}: {t['faces']} faces (from {t['source_faces']}), "
-              f"{args.texture}² texture ({t['coverage']:.0%} covered), {s['seconds']['total']:.1f} s "
+              f"{args.texture}² texture ({t['coverage']:.0%} covered"
+              f"{'' if args.texture_detail == 'net' else f', {args.texture_detail} detail'}), "
+              f"{s['seconds']['total']:.1f} s "
               f"reconstruction + {sum(t['seconds'].values()):.1f} s texture on {s['device']}")
         return 0
     write_output(args.out, lambda p: save_mesh(p, result.vertices, result.faces, result.colors),

@@ -330,8 +330,8 @@ class ImageDetail:
             out = colors + w[:, None] * (source - colors)
         else:
             out = colors + w[:, None] * _bilinear(self.high_pass(), xy)
-        self.stats = {"mode": self.mode, "sigma": self.sigma, "image_texels": int((w > 0).sum()),
-                      "image_share": round(float(w.mean()), 4)}
+        self.stats = {"mode": self.mode, **({"sigma": self.sigma} if self.mode == "blend" else {}),
+                      "image_texels": int((w > 0).sum()), "image_share": round(float(w.mean()), 4)}
         return np.clip(out, 0.0, 1.0)
 
     def high_pass(self) -> np.ndarray:
