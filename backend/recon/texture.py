@@ -10,7 +10,8 @@ than vertex colours. The steps (docs/api.md, "Textured output"):
 3. :func:`rasterize` every UV triangle: the texels whose centres it covers, with barycentrics, all in
    vectorised numpy; :func:`bake_texture` turns those into surface points, queries the colour there in
    batches and fills the gutter texels from their nearest island texel, so bilinear and mip-mapped
-   lookups at a seam never read the empty background;
+   lookups at a seam never read the empty background; optionally :class:`ImageDetail` refines the
+   texels the camera sees from the input image (docs/api.md, "Visible-side detail");
 4. :func:`save_textured` writes GLB (glTF 2.0, baseColorTexture, y-up) or OBJ + MTL + PNG.
 
 :func:`reconstruct_textured` runs it after :func:`backend.recon.reconstruct`, colouring the texels
