@@ -155,7 +155,7 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
             return _fail(self, str(exc))
         args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}
         if s.texture != "NONE":
-            args.update(texture=int(s.texture), faces=s.texture_faces)
+            args.update(texture=int(s.texture), faces=s.texture_faces, texture_detail=s.texture_detail)
         meta = {"avatex_kind": "reconstruction", "avatex_image": name,
                 "avatex_checkpoint": args["checkpoint"] or ""}
         task = tasks.ReconstructTask(name, tuple(context.scene.cursor.location), meta)

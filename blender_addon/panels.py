@@ -144,6 +144,7 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
         col.prop(s, "texture")
         if s.texture != "NONE":
             col.prop(s, "texture_faces")
+            col.prop(s, "texture_detail")
         draw_task(layout, "reconstruct", start="avatex.reconstruct", icon="OUTLINER_OB_ARMATURE")
 
 

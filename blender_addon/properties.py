@@ -64,6 +64,13 @@ class AvatexSettings(bpy.types.PropertyGroup):
         description="Vertex colours, or a game-ready textured mesh")
     texture_faces: IntProperty(name="Faces", default=20_000, min=100, max=1_000_000,
                                description="Face budget of the textured mesh")
+    texture_detail: EnumProperty(
+        name="Detail", default="net",
+        items=[("net", "Colour net", "Texture from the colour field only (lighting-corrected, smooth)"),
+               ("blend", "Net + image detail", "The colour net plus the input image's fine detail on the "
+                                              "side the camera sees"),
+               ("image", "Image", "The input image on the side the camera sees, the net elsewhere")],
+        description="Where the texture's colours come from")
 
     # -- Audit
     audit_object: PointerProperty(name="Reconstruction", type=bpy.types.Object, poll=_is_mesh,

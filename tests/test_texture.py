@@ -19,11 +19,14 @@ from backend.recon.analytic import body_image, body_occupancy
 from backend.recon.grid import GridSpec, evaluate_coarse_to_fine
 from backend.recon.mesh import extract_surface, signed_volume
 from backend.recon.texture import (
+    ImageDetail,
     decimate,
+    depth_map,
     dilate,
     glb_bytes,
     rasterize,
     save_textured,
+    snap_to_surface,
     texture_mesh,
     uv_to_pixels,
 )
@@ -111,6 +114,102 @@ def test_baked_texture_reproduces_the_field_on_the_surface(textured):
     assert (textured.texture.reshape(-1, 3).max(axis=1) == 0).mean() < 0.001
 
 
+def _textured_points(tm, count: int = 40_000):
+    """Surface samples of a textured mesh: (points, unit face normals, texture colours)."""
+    from backend import triangles
+    from backend.meshio import ColoredMesh
+
+    mesh = ColoredMesh(tm.vertices.astype(np.float64), tm.faces.astype(np.int64), uv=tm.uv,
+                       textures=[tm.texture], face_material=np.zeros(len(tm.faces), np.int32))
+    points, fi, bary = sample_surface(mesh, count, np.random.default_rng(1))
+    return points, triangles.unit_normals(mesh.vertices, mesh.faces)[fi], mesh.colors_at(fi, bary)
+
+
+def _stripes(size: int = 512, period: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(framed rgb: grey with vertical black/white stripes of ``period`` pixels, the body's mask, the
+    stripe value at every pixel), in the yaw-0 framing of ``body_image``."""
+    mask = body_image(size)[..., 3].astype(np.float32) / 255.0
+    stripe = ((np.arange(size) // (period // 2)) % 2).astype(np.float32)[None, :].repeat(size, axis=0)
+    rgb = np.repeat((0.2 + 0.6 * stripe)[..., None], 3, axis=2)
+    return rgb, mask, stripe
+
+
+def grey(points: np.ndarray) -> np.ndarray:
+    return np.full((len(points), 3), 0.5, np.float32)
+
+
+def test_blend_puts_the_images_fine_pattern_on_the_front_texels_only(body):
+    vertices, faces = body
+    rgb, mask, stripe = _stripes(period=8)
+    calib = canonical.calib_for_view(0.0)
+    detail = ImageDetail.from_view(rgb, mask, vertices, faces, calib, "blend", sigma=4.0)
+    tm = texture_mesh(vertices, faces, grey, size=512, target_faces=4000, detail=detail)
+    points, normals, colors = _textured_points(tm)
+    front, back = normals[:, 2] > 0.8, normals[:, 2] < -0.5
+    assert front.sum() > 5000 and back.sum() > 5000
+    # The back (and everything the camera cannot see) keeps the net's colour exactly, except where a
+    # bilinear lookup at a chart's edge reads a camera-facing neighbour's texel.
+    assert np.quantile(np.abs(colors[back] - 0.5).max(axis=1), 0.99) <= 1.0 / 255 + 1e-6
+    # The front carries the stripes: high-pass of a 0.2/0.8 pattern is about +-0.3 around the net's grey.
+    px = np.rint(canonical.to_pixels(canonical.project(points[front], calib)[:, :2], 512)).astype(int)
+    s = stripe[px[:, 1], px[:, 0]]
+    lum = colors[front].mean(axis=1)
+    assert lum[s == 1].mean() - lum[s == 0].mean() > 0.3
+    assert abs(lum.mean() - 0.5) < 0.05        # the net's low frequencies stay: mean grey, not the image's
+    assert tm.stats["detail"]["mode"] == "blend" and 0.1 < tm.stats["detail"]["image_share"] < 0.6
+
+
+def test_image_mode_copies_the_visible_image_and_keeps_the_net_elsewhere(body):
+    vertices, faces = body
+    _, mask, _ = _stripes()
+    red = np.zeros((512, 512, 3), np.float32)
+    red[..., 0] = 1.0
+    detail = ImageDetail.from_view(red, mask, vertices, faces, canonical.calib_for_view(0.0), "image")
+    tm = texture_mesh(vertices, faces, grey, size=512, target_faces=4000, detail=detail)
+    _, normals, colors = _textured_points(tm)
+    np.testing.assert_allclose(colors[normals[:, 2] > 0.8].mean(axis=0), [1.0, 0.0, 0.0], atol=0.03)
+    assert np.quantile(np.abs(colors[normals[:, 2] < -0.5] - 0.5).max(axis=1), 0.99) <= 1.0 / 255 + 1e-6
+
+
+def test_image_detail_skips_texels_hidden_from_the_camera():
+    # Two camera-facing squares, the near one (z = 0.5) hiding the middle of the far one (z = -0.5).
+    quad = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
+    near = np.c_[quad * 0.3, np.full(4, 0.5)]
+    far = np.c_[quad * 0.8, np.full(4, -0.5)]
+    vertices = np.concatenate([near, far])
+    faces = np.array([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
+    calib = canonical.calib_for_view(0.0)
+    depth = depth_map(vertices, faces, calib, 64)
+    assert depth[32, 32] == pytest.approx(0.5) and depth[32, 10] == pytest.approx(-0.5)
+    assert np.isneginf(depth[0, 0])
+    detail = ImageDetail.from_view(np.ones((64, 64, 3), np.float32), np.ones((64, 64), np.float32),
+                                   vertices, faces, calib, "image")
+    points = np.array([[0.0, 0.0, 0.5], [0.0, 0.0, -0.5], [0.6, 0.0, -0.5], [0.0, 0.0, 0.5]])
+    normals = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, -1.0]])
+    w, _ = detail.weights(points, normals)
+    # visible; hidden behind the near square; visible beside it; facing away
+    np.testing.assert_allclose(w, [1.0, 0.0, 1.0, 0.0])
+    with pytest.raises(InputError, match="'image' or 'blend'"):
+        ImageDetail.from_view(np.ones((8, 8, 3)), np.ones((8, 8)), vertices, faces, calib, "net")
+
+
+def test_snap_moves_texel_points_onto_the_full_surface(body):
+    vertices, faces = body
+    v, f = decimate(vertices, faces, 2000)
+    rng = np.random.default_rng(0)
+    from backend.meshio import ColoredMesh
+
+    points = sample_surface(ColoredMesh(v.astype(np.float64), f.astype(np.int64)), 3000, rng)[0]
+    snapped = snap_to_surface(points.astype(np.float32), vertices, faces)
+    from backend.metrics.geometry import point_to_surface
+
+    before = point_to_surface(points, vertices, faces)[0]
+    after = point_to_surface(snapped, vertices, faces)[0]
+    assert before.mean() > 1e-4 and after.max() < 1e-5
+    tm = texture_mesh(vertices, faces, field, size=512, target_faces=2000, snap=True)
+    assert tm.stats["snap"] and 0 < tm.stats["snap_distance_mean"] < 0.01
+
+
 def _glb_json(data: bytes) -> dict:
     magic, version, length = struct.unpack_from("<4sII", data, 0)
     assert magic == b"glTF" and version == 2 and length == len(data)
@@ -194,6 +293,11 @@ def test_cli_writes_a_textured_glb_that_evaluate_reads(tmp_path):
     assert len(again.stderr.strip().splitlines()) == 1 and out.read_bytes() == before
     replaced = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert replaced.returncode == 0, replaced.stderr
+    detailed = subprocess.run([*cmd[:cmd.index("--out") + 1], str(tmp_path / "detail.obj"),
+                               *cmd[cmd.index("--out") + 2:], "--texture-detail", "blend"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert detailed.returncode == 0, detailed.stderr
+    assert "blend detail" in detailed.stdout and (tmp_path / "detail.png").is_file()
 
     gt = tmp_path / "gt.ply"
     from backend.meshio import save_mesh
@@ -264,8 +368,11 @@ def test_server_reconstruct_with_texture_returns_and_saves_the_textured_mesh(tmp
     with running_server(roots=[tmp_path], devices=["cpu"]) as server, Client(server.endpoint) as client:
         stages = []
         res = client.call("reconstruct", {"checkpoint": "small.pt", "resolution": 64, "texture": 512,
-                                          "faces": 2000, "out": "out/rec.glb"}, {"image": image},
-                          timeout=600, on_progress=lambda e: stages.append(e.stage))
+                                          "faces": 2000, "out": "out/rec.glb", "texture_detail": "blend"},
+                          {"image": image}, timeout=600, on_progress=lambda e: stages.append(e.stage))
+        with pytest.raises(BackendError, match="texture_detail"):
+            client.call("reconstruct", {"checkpoint": "small.pt", "texture": 512, "texture_detail": "sharp"},
+                        {"image": image}, timeout=60)
         with pytest.raises(BackendError, match="'out' must end in .glb or .obj with 'texture'"):
             client.call("reconstruct", {"checkpoint": "small.pt", "texture": 512, "out": "x.ply"},
                         {"image": image}, timeout=60)
@@ -277,5 +384,7 @@ def test_server_reconstruct_with_texture_returns_and_saves_the_textured_mesh(tmp
     assert arrays["uv"].shape == (len(arrays["vertices"]), 2) and len(arrays["faces"]) <= 2000
     np.testing.assert_allclose(arrays["colors"], sample_texture(arrays["texture"], arrays["uv"]))
     assert "texture" in stages and res.result["stats"]["texture"]["texture_size"] == 512
+    assert res.result["stats"]["texture"]["detail"]["mode"] == "blend"
+    assert res.result["stats"]["texture"]["detail"]["image_texels"] > 1000
     saved = load_mesh(tmp_path / "out" / "rec.glb")
     assert saved.has_texture and len(saved.faces) == len(arrays["faces"])

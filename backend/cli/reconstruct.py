@@ -39,6 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(512, 1024, 2048 or 4096)")
     parser.add_argument("--faces", type=int, default=20_000,
                         help="face budget of the textured mesh (default 20000)")
+    parser.add_argument("--texture-detail", choices=("net", "image", "blend"), default="net",
+                        help="with --texture: the colour field only (net, default), or the input image on "
+                             "the side the camera sees (image), or the net plus the image's fine detail "
+                             "(blend); docs/api.md, 'Visible-side detail'")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--resolution", type=int, default=256, help="grid cells per axis (default 256)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -122,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
             result, textured = reconstruct_textured(model, image, mask, texture_size=args.texture,
                                                     target_faces=args.faces, resolution=args.resolution,
+                                                    detail=args.texture_detail,
                                                     device=args.device,
                                                     progress=Progress(progress, interval_s=0.1))
     finally:
@@ -134,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
         written = save_textured(args.out, textured, overwrite=args.overwrite)
         t = textured.stats
         print(f"wrote {', '.join(str(p) for p in written)}: {t['faces']} faces (from {t['source_faces']}), "
-              f"{args.texture}² texture ({t['coverage']:.0%} covered), {s['seconds']['total']:.1f} s "
+              f"{args.texture}² texture ({t['coverage']:.0%} covered"
+              f"{'' if args.texture_detail == 'net' else f', {args.texture_detail} detail'}), "
+              f"{s['seconds']['total']:.1f} s "
               f"reconstruction + {sum(t['seconds'].values()):.1f} s texture on {s['device']}{mask_note}")
         return 0
     write_output(args.out, lambda p: save_mesh(p, result.vertices, result.faces, result.colors),

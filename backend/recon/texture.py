@@ -10,7 +10,8 @@ than vertex colours. The steps (docs/api.md, "Textured output"):
 3. :func:`rasterize` every UV triangle: the texels whose centres it covers, with barycentrics, all in
    vectorised numpy; :func:`bake_texture` turns those into surface points, queries the colour there in
    batches and fills the gutter texels from their nearest island texel, so bilinear and mip-mapped
-   lookups at a seam never read the empty background;
+   lookups at a seam never read the empty background; optionally :class:`ImageDetail` refines the
+   texels the camera sees from the input image (docs/api.md, "Visible-side detail");
 4. :func:`save_textured` writes GLB (glTF 2.0, baseColorTexture, y-up) or OBJ + MTL + PNG.
 
 :func:`reconstruct_textured` runs it after :func:`backend.recon.reconstruct`, colouring the texels
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatex_core import canonical
 from avatex_core.atomic import write_bytes, write_text
 from backend import triangles
 from backend.errors import InputError
@@ -34,7 +36,9 @@ from backend.errors import InputError
 TEXTURE_SIZES = (512, 1024, 2048, 4096)
 DEFAULT_FACES = 20_000
 TEXTURED_SUFFIXES = (".glb", ".obj")
+DETAIL_MODES = ("net", "image", "blend")
 ColorFn = Callable[[np.ndarray], np.ndarray]
+DetailFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -148,12 +152,13 @@ def uv_to_pixels(uv: np.ndarray, size: int) -> np.ndarray:
 
 
 def texel_points(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(linear texel index (K,), the 3D surface point (K, 3) float32 of each texel to bake).
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(linear texel index (K,), the 3D surface point (K, 3) float32 of each texel to bake, the face
+    (K,) it lies on).
 
     The texels whose centres a UV triangle covers, plus the texel under each triangle corner when no
-    centre covers it (there the corner's own point is used): a chart too thin to cover a centre would
-    otherwise take a neighbouring chart's colour from the dilation.
+    centre covers it (there the corner's own point is used, on one of the corner's faces): a chart too
+    thin to cover a centre would otherwise take a neighbouring chart's colour from the dilation.
     """
     xy = uv_to_pixels(uv, size)
     pix, face, bary = rasterize(xy, faces, size, size)
@@ -165,7 +170,24 @@ def texel_points(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: 
     v = np.asarray(vertices, dtype=np.float64)
     corners = v[faces[face]]
     points = np.concatenate([np.einsum("kc,kcj->kj", bary, corners), v[first[keep]]])
-    return np.concatenate([pix, extra[keep]]), points.astype(np.float32)
+    face_of_vertex = np.zeros(len(v), dtype=np.int64)
+    face_of_vertex[faces.ravel()] = np.repeat(np.arange(len(faces)), 3)
+    return (np.concatenate([pix, extra[keep]]), points.astype(np.float32),
+            np.concatenate([face, face_of_vertex[first[keep]]]))
+
+
+def snap_to_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The closest point (float32 (K, 3)) of the mesh ``vertices``/``faces`` to each point.
+
+    A decimated surface cuts through the full one, up to a few millimetres off; the colour net is a 3D
+    field trained on the true surface, so its colour there can differ from its colour on the
+    vertex-coloured mesh. Querying at the full surface's closest point makes the texture sample the
+    field where the vertices do.
+    """
+    from backend.metrics.geometry import point_to_surface
+
+    _, _, closest = point_to_surface(points, vertices, faces)
+    return np.ascontiguousarray(closest, dtype=np.float32)
 
 
 def dilate(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
@@ -179,31 +201,51 @@ def dilate(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
     return image[iy, ix]
 
 
-def bake_texture(color_fn: ColorFn, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
-                 ) -> tuple[np.ndarray, dict]:
+def bake_texture(color_fn: ColorFn, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int,
+                 *, reference: tuple[np.ndarray, np.ndarray] | None = None,
+                 detail: DetailFn | None = None) -> tuple[np.ndarray, dict]:
     """Texture (size, size, 3) uint8 sRGB whose texels hold ``color_fn`` at their surface points.
 
     ``color_fn`` maps float32 points (K, 3) to sRGB (K, 3) in [0, 1]; it is called once with every
-    covered texel (it batches internally). Returns the image and stats (texels queried, coverage).
+    covered texel (it batches internally). ``reference`` (vertices, faces): query at the closest point
+    of that surface instead (:func:`snap_to_surface`). ``detail`` (points, unit normals, colours) ->
+    colours refines the queried colours, e.g. :class:`ImageDetail`. Returns the image and stats
+    (texels queried, coverage, seconds in the queries).
     """
-    pix, points = texel_points(vertices, faces, uv, size)
+    pix, points, face = texel_points(vertices, faces, uv, size)
     if not len(pix):
         raise InputError("the UV atlas covers no texel centre (texture too small for the mesh?)")
+    stats: dict = {"texels": int(len(pix)), "coverage": round(len(pix) / size ** 2, 4)}
+    if reference is not None:
+        t = time.perf_counter()
+        snapped = snap_to_surface(points, *reference)
+        stats["snap_seconds"] = round(time.perf_counter() - t, 4)
+        stats["snap_distance_mean"] = round(float(np.linalg.norm(snapped - points, axis=1).mean()), 6)
+        points = snapped
     t = time.perf_counter()
     colors = np.asarray(color_fn(points), dtype=np.float32)
-    query_s = time.perf_counter() - t
+    stats["query_seconds"] = round(time.perf_counter() - t, 4)
+    if detail is not None:
+        normals = triangles.unit_normals(np.asarray(vertices, dtype=np.float64), faces)[face]
+        colors = np.asarray(detail(points, normals, colors), dtype=np.float32)
     image = np.zeros((size * size, 3), dtype=np.uint8)
     image[pix] = np.clip(np.rint(colors * 255.0), 0, 255).astype(np.uint8)
     filled = np.zeros(size * size, dtype=bool)
     filled[pix] = True
     image = dilate(image.reshape(size, size, 3), filled.reshape(size, size))
-    return np.ascontiguousarray(image), {"texels": int(len(pix)), "coverage": round(len(pix) / size ** 2, 4),
-                                         "query_seconds": round(query_s, 4)}
+    return np.ascontiguousarray(image), stats
 
 
 def texture_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, *, size: int = 2048,
-                 target_faces: int = DEFAULT_FACES) -> TexturedMesh:
-    """Decimate, unwrap and bake: the whole textured path on any mesh and colour field."""
+                 target_faces: int = DEFAULT_FACES, snap: bool = False,
+                 detail: DetailFn | None = None) -> TexturedMesh:
+    """Decimate, unwrap and bake: the whole textured path on any mesh and colour field.
+
+    ``snap``: query the colour where the texel's point lies on the *input* surface (its closest point),
+    not on the decimated one. Off by default: the 20k-face surface lies 0.2 mm from the full one on
+    average and snapping did not move PATD (docs/api.md, "Textured output"), but a coarser budget or a
+    sharper colour field may need it. ``detail``: see :func:`bake_texture`.
+    """
     if size not in TEXTURE_SIZES:
         raise InputError(f"texture size must be one of {TEXTURE_SIZES}, got {size!r}")
     seconds: dict[str, float] = {}
@@ -220,28 +262,130 @@ def texture_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, *, 
     px = uv_to_pixels(uv, size)[f_uv]
     uv_area = np.abs(np.cross(px[:, 1] - px[:, 0], px[:, 2] - px[:, 0]))
     t = time.perf_counter()
-    texture, bake_stats = bake_texture(color_fn, v_uv, f_uv, uv, size)
+    reference = (np.asarray(vertices), np.asarray(faces)) if snap else None
+    texture, bake_stats = bake_texture(color_fn, v_uv, f_uv, uv, size, reference=reference, detail=detail)
     seconds["bake"] = time.perf_counter() - t
     stats = {"texture_size": size, "faces": int(len(f_uv)), "vertices": int(len(v_uv)),
-             "source_faces": int(len(faces)), **bake_stats,
+             "source_faces": int(len(faces)), "snap": bool(snap), **bake_stats,
              # xatlas leaves the odd sliver without a chart, at UV (0, 0): it shows one texel's colour.
              "uncharted_faces": int((uv_area == 0).sum()),
              "seconds": {k: round(s, 4) for k, s in seconds.items()}}
+    if isinstance(detail, ImageDetail):
+        stats["detail"] = detail.stats
     return TexturedMesh(v_uv, f_uv, uv, texture, stats)
 
 
+@dataclass
+class ImageDetail:
+    """Visible-side detail: the input image projected onto the texels the camera sees.
+
+    The colour net predicts lighting-corrected colour but is smooth (its image features are a quarter
+    of the input's resolution); the image is sharp but lit. ``mode``:
+
+    * ``"image"``: visible texels take the image's colour (the official PIFu answer, PR #6);
+    * ``"blend"``: visible texels take the net's colour plus the image's high frequencies, ``image -
+      G_sigma(image)`` with a mask-normalised Gaussian (background never bleeds in). The net already
+      *is* a low-pass field, so its own colour stands for its low frequencies; ``sigma`` (input pixels)
+      is the scale below which the image, not the net, decides.
+
+    Either way the image's share ``w`` fades from 1 (surface facing the camera, ``n_z >= 0.6``) to 0
+    (``n_z <= 0.2``, grazing), is 0 behind the silhouette (mask) and for texels hidden from the
+    orthographic camera (depth test against the full mesh's depth map, ``tolerance`` canonical units),
+    so the back and the occluded parts keep the net's colour and there is no seam at the silhouette.
+    """
+
+    rgb: np.ndarray           # (S, S, 3) float32 in [0, 1]: the framed network input, unmasked
+    mask: np.ndarray          # (S, S) float32 in [0, 1]
+    depth: np.ndarray         # (S, S) float64: nearest surface z per pixel (+z toward the camera), -inf off
+    calib: np.ndarray         # 4x4 canonical -> normalised image coordinates (y down)
+    mode: str = "blend"
+    sigma: float = 4.0
+    tolerance: float = 0.02
+    stats: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_view(cls, rgb: np.ndarray, mask: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                  calib: np.ndarray, mode: str = "blend", **kwargs) -> ImageDetail:
+        """Build it from the framed view and the mesh whose surface decides what the camera sees."""
+        if mode not in DETAIL_MODES or mode == "net":
+            raise InputError(f"image detail mode must be 'image' or 'blend', got {mode!r}")
+        size = int(rgb.shape[0])
+        return cls(np.asarray(rgb, np.float32), np.asarray(mask, np.float32),
+                   depth_map(vertices, faces, calib, size), np.asarray(calib, np.float64), mode, **kwargs)
+
+    def weights(self, points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(image share w (K,) in [0, 1], continuous pixel coordinates (K, 2)) of surface points."""
+        size = self.rgb.shape[0]
+        proj = canonical.project(points, self.calib)
+        xy = canonical.to_pixels(proj[:, :2], size)
+        cell = np.clip(np.rint(xy).astype(np.int64), 0, size - 1)
+        visible = proj[:, 2] >= self.depth[cell[:, 1], cell[:, 0]] - self.tolerance
+        facing = (normals @ self.calib[2, :3]).astype(np.float64)   # the view direction's component
+        w = np.clip((facing - 0.2) / 0.4, 0.0, 1.0) * visible * _bilinear(self.mask[..., None], xy)[:, 0]
+        return w, xy
+
+    def __call__(self, points: np.ndarray, normals: np.ndarray, colors: np.ndarray) -> np.ndarray:
+        w, xy = self.weights(points, normals)
+        if self.mode == "image":
+            source = _bilinear(self.rgb, xy)
+            out = colors + w[:, None] * (source - colors)
+        else:
+            out = colors + w[:, None] * _bilinear(self.high_pass(), xy)
+        self.stats = {"mode": self.mode, **({"sigma": self.sigma} if self.mode == "blend" else {}),
+                      "image_texels": int((w > 0).sum()), "image_share": round(float(w.mean()), 4)}
+        return np.clip(out, 0.0, 1.0)
+
+    def high_pass(self) -> np.ndarray:
+        """``rgb - G(rgb * mask) / G(mask)`` inside the mask, 0 outside: the image's detail only."""
+        from scipy import ndimage
+
+        m = self.mask[..., None]
+        low = ndimage.gaussian_filter(self.rgb * m, (self.sigma, self.sigma, 0))
+        weight = ndimage.gaussian_filter(self.mask, self.sigma)[..., None]
+        inside = weight > 1e-3
+        low = np.divide(low, weight, out=np.zeros_like(low), where=inside)
+        return np.where(inside & (m > 0), self.rgb - low, 0.0).astype(np.float32)
+
+
+def depth_map(vertices: np.ndarray, faces: np.ndarray, calib: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) z of the surface nearest the orthographic camera at each pixel centre (+z toward
+    the camera after ``calib``), -inf where the mesh does not cover the pixel."""
+    proj = canonical.project(vertices, calib)
+    xy = canonical.to_pixels(proj[:, :2], size) + 0.5     # rasterize puts pixel centres at i + 0.5
+    pix, face, bary = rasterize(xy, faces, size, size, unique=False)
+    depth = np.full(size * size, -np.inf)
+    np.maximum.at(depth, pix, np.einsum("kc,kc->k", bary, proj[np.asarray(faces)[face], 2]))
+    return depth.reshape(size, size)
+
+
+def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(K, C) bilinear samples of an (H, W, C) image at continuous pixel coordinates (column, row),
+    pixel centres at integers, clamped at the border (the ``align_corners=True`` convention)."""
+    h, w = image.shape[:2]
+    x = np.clip(xy[:, 0], 0, w - 1)
+    y = np.clip(xy[:, 1], 0, h - 1)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
+    bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
 def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = None, *,
-                         texture_size: int = 2048, target_faces: int = DEFAULT_FACES, **kwargs):
+                         texture_size: int = 2048, target_faces: int = DEFAULT_FACES, detail: str = "net",
+                         snap: bool = False, **kwargs):
     """:func:`backend.recon.reconstruct`, then texture its mesh from the colour net (or, for a
     geometry-only model, from the input image: the same source the vertex colours use).
 
+    ``detail``: ``"net"`` (the colour field only), ``"image"`` or ``"blend"`` (the input image on the
+    side the camera sees, :class:`ImageDetail`). ``snap``: see :func:`texture_mesh`.
     Returns ``(Reconstruction, TexturedMesh)``: the full vertex-coloured mesh and the textured one.
     The image is framed and encoded again after the reconstruction (one encoder pass), so the
     reconstruction itself stays untouched.
     """
     import torch
 
-    from avatex_core import canonical
     from avatex_core.progress import NULL
     from backend.models.device import resolve_device
     from backend.recon.framing import frame_subject
@@ -249,6 +393,8 @@ def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = Non
 
     if texture_size not in TEXTURE_SIZES:
         raise InputError(f"texture size must be one of {TEXTURE_SIZES}, got {texture_size!r}")
+    if detail not in DETAIL_MODES:
+        raise InputError(f"texture detail must be one of {DETAIL_MODES}, got {detail!r}")
     rec = reconstruct(model, image, mask, **kwargs)
     dev = resolve_device(kwargs.get("device"))
     chunk = kwargs.get("chunk") or default_chunk(dev)
@@ -256,7 +402,10 @@ def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = Non
     baking = progress.sub(0.0, 1.0, stage="texture")  # the colour queries report as stage "texture"
 
     framed = frame_subject(image, mask, size=model.config.load_size)
-    calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
+    calib_np = canonical.calib_for_view(0.0)
+    calib = torch.from_numpy(calib_np).float().unsqueeze(0).to(dev)
+    refine = None if detail == "net" else ImageDetail.from_view(framed.rgb, framed.mask, rec.vertices,
+                                                                rec.faces, calib_np, detail)
     was_training = model.training
     model.eval()
     try:
@@ -267,7 +416,7 @@ def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = Non
                 return _vertex_colors(model, framed, points, calib, dev, kwargs.get("fast"), chunk, baking)[0]
 
             textured = texture_mesh(rec.vertices, rec.faces, color_fn, size=texture_size,
-                                    target_faces=target_faces)
+                                    target_faces=target_faces, snap=snap, detail=refine)
     finally:
         model.train(was_training)
     textured.stats["crop"] = rec.stats.get("crop")

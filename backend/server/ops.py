@@ -243,6 +243,7 @@ def _reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None, arg
 
     rec, tm = reconstruct_textured(model, image, mask, texture_size=args["texture"],
                                    target_faces=args["faces"], resolution=args["resolution"],
+                                   detail=args["texture_detail"],
                                    device=ctx.device, progress=ctx.job_progress)
     stats = {**dict(rec.stats or {}), "texture": tm.stats}
     result: dict[str, Any] = {"vertices": len(tm.vertices), "faces": len(tm.faces), "stats": stats}
@@ -349,6 +350,9 @@ _OPERATIONS = (
                                        "colour field"),
                     "faces": Arg("int", default=20_000, minimum=100, maximum=1_000_000,
                                  doc="face budget of the textured mesh"),
+                    "texture_detail": Arg("str", default="net", choices=("net", "image", "blend"),
+                                          doc="with texture: colour field only, the input image on the "
+                                              "visible side, or the net plus the image's fine detail"),
                     "overwrite": Arg("bool", default=False, doc="replace an existing 'out' file"),
                     "timeout_s": _TIMEOUT},
               arrays={"image": _IMAGE, "mask": _MASK},
