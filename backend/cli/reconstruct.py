@@ -5,7 +5,9 @@ alpha channel unless --mask is given. Weights: an avatex checkpoint (--checkpoin
 files (--net-g, optionally --net-c; without a colour net the vertex colours come from the image).
 Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up, facing +z). With
 --texture SIZE it writes a decimated mesh with a UV texture baked from the colour field instead: GLB, or
-OBJ + MTL + PNG (docs/api.md, "Textured output").
+OBJ + MTL + PNG (docs/api.md, "Textured output"). Several calibrated views (IMG1 IMG2 ... --calibs C1 C2
+..., or --dataset DS --subject S --views 0,12,24) use PIFu's multi-view mode (docs/api.md, "Several
+views").
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "reconstruct a coloured mesh from one image (PIFu)"
-PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out")
+from backend.cli import multiview
+
+HELP = "reconstruct a coloured mesh from one image or several calibrated views (PIFu)"
+PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out", *multiview.PATHS)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", type=Path, help="input image (PNG/JPG; RGBA alpha is the mask)")
+    parser.add_argument("image", type=Path, nargs="*",
+                        help="input image (PNG/JPG; RGBA alpha is the mask), or several with --calibs")
     parser.add_argument("--mask", type=Path, default=None, help="subject mask image (white = subject)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="avatex checkpoint")
     parser.add_argument("--net-g", type=Path, default=None, help="official PIFu net_G file")
@@ -38,6 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upsample", choices=("bicubic", "nearest"), default=None,
                         help="hourglass upsampling for official weights (default bicubic, as committed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    multiview.configure(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from backend.server.paths import check_output, write_output
 
     check_output(args.out, args.overwrite, "--out")   # before the work, not after it
-    image = read_image(args.image)
+    views = multiview.views_from_args(args)
+    if views is not None and args.texture is not None:
+        raise InputError("--texture bakes from one image; drop --texture to reconstruct from several views")
+    image = read_image(args.image[0]) if views is None else None
     mask = None if args.mask is None else read_image(args.mask, "L")
 
     from tqdm import tqdm
@@ -68,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from avatex_core.progress import Progress
     from backend.meshio import save_mesh
     from backend.models.checkpoint import load_checkpoint, load_official
-    from backend.recon import reconstruct
+    from backend.recon import reconstruct, reconstruct_views
 
     if args.checkpoint is not None:
         model, _ = load_checkpoint(args.checkpoint, device=args.device)
@@ -90,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
     textured = None
     try:
-        if args.texture is None:
+        if views is not None:
+            result = reconstruct_views(model, views, resolution=args.resolution, device=args.device,
+                                       progress=Progress(progress, interval_s=0.1))
+        elif args.texture is None:
             result = reconstruct(model, image, mask, resolution=args.resolution, device=args.device,
                                  progress=Progress(progress, interval_s=0.1))
         else:
@@ -115,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     write_output(args.out, lambda p: save_mesh(p, result.vertices, result.faces, result.colors),
                  args.overwrite, "--out")
-    print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces, "
+    print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces from {s['views']} view(s), "
           f"{s['points_evaluated']} points evaluated at resolution {s['resolution']}, "
           f"{s['seconds']['total']:.1f} s on {s['device']}")
     return 0
