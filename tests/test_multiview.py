@@ -272,3 +272,119 @@ def test_cli_calib_files_and_their_errors(tmp_path, capsys):
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
         assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def valid_views(tmp_path_factory):
+    """A held-out clothed avatar rendered at four yaws (0, 90, 180, 270 degrees), small and quick."""
+    from tests.conftest import FIXTURES
+    from tests.helpers.render import render
+
+    out = tmp_path_factory.mktemp("valid") / "data"
+    mesh = FIXTURES / "valid" / "White_M_1_Casual" / "White_M_1_Casual.obj"
+    code, _, err = render(["--meshes", mesh, "--out", out, "--views", "4", "--step", "90", "--levels",
+                           "clear", "--resolution", "128", "--samples", "2", "--albedo-samples", "1",
+                           "--no-denoise", "--test-fraction", "1.0"])   # held out: the test split
+    assert code == 0, err[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_cli_reconstructs_from_dataset_views_in_the_subjects_space(valid_views, tmp_path, capsys):
+    """End to end: --dataset --subject --views with the demo checkpoint; the mesh lies on the GT (same
+    canonical space, nothing aligned), and the same views given as image + calib files give the same
+    mesh."""
+    from backend.cli import main as cli_main
+    from backend.data.dataset import Dataset
+    from backend.meshio import load_mesh
+    from backend.metrics.geometry import geometry_metrics
+    from tests.conftest import ROOT
+
+    ckpt = ROOT / "backend" / "assets" / "pifu_small.pt"
+    common = ["--checkpoint", str(ckpt), "--resolution", "64", "--no-progress"]
+    out = tmp_path / "two.ply"
+    code = cli_main(["reconstruct", "--dataset", str(valid_views), "--subject", "White_M_1_Casual",
+                     "--views", "0,2", "--out", str(out), *common])
+    assert code == 0, capsys.readouterr().err
+    assert "from 2 view(s)" in capsys.readouterr().out
+    data = Dataset(valid_views)
+    gt = data.gt_mesh("White_M_1_Casual")
+    mesh = load_mesh(out)
+    geo = geometry_metrics(mesh.vertices, mesh.faces, gt.vertices, gt.faces, samples=20_000,
+                           rng=np.random.default_rng(0))
+    assert geo.chamfer < 0.1   # canonical units; the subject is 1.76 tall
+    files = []
+    for k in (0, 2):
+        view = data.view_dir("White_M_1_Casual", k)
+        files += [view / "clear.png", view / "view.json"]
+    again = tmp_path / "files.ply"
+    code = cli_main(["reconstruct", str(files[0]), str(files[2]), "--calibs", str(files[1]), str(files[3]),
+                     "--out", str(again), *common])
+    assert code == 0, capsys.readouterr().err
+    assert np.array_equal(load_mesh(again).vertices, mesh.vertices)
+    for views, message in (("0,7", "view(s) 7 are not rendered"), ("0,0", "names a view twice")):
+        code = cli_main(["reconstruct", "--dataset", str(valid_views), "--subject", "White_M_1_Casual",
+                         "--views", views, "--out", str(tmp_path / "bad.ply"), *common])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    code = cli_main(["reconstruct", "--dataset", str(valid_views), "--subject", "nobody", "--views", "0",
+                     "--out", str(tmp_path / "bad.ply"), *common])
+    assert code == 2 and "subject 'nobody' is not in" in capsys.readouterr().err
+
+
+# -- training ------------------------------------------------------------------------------------------
+
+def test_training_views_are_spread_around_the_subject_as_officially():
+    from backend.train.data import spread_views
+
+    assert spread_views(range(8), 0, 1) == [0]
+    assert spread_views(range(8), 2, 4) == [2, 4, 6, 0]
+    assert spread_views([0, 3, 5], 5, 3) == [5, 0, 3]
+    with pytest.raises(InputError, match="num_views = 4 but subject s has 3 rendered view"):
+        spread_views([0, 1, 2], 0, 4, "s")
+
+
+def test_a_multiview_training_step_equals_single_view_on_repeated_views_and_trains():
+    from backend.train.loop import Objective, configure_trainable
+    from tests.helpers.models import train_config, training_batch
+
+    torch.manual_seed(0)
+    model = PIFu(tiny_config())
+    cfg = train_config(stage="both", loss="ssim", num_views=2)
+    configure_trainable(model, cfg)
+    model.train()
+    single = training_batch()
+    double = dict(single, image=single["image"][:, None].expand(-1, 2, -1, -1, -1),
+                  calib=single["calib"][:, None].expand(-1, 2, -1, -1))
+    objective = Objective(model, cfg)
+    ref = objective(single)
+    out = objective(double)
+    for key in ("occupancy", "color", "loss"):
+        assert torch.allclose(out[key], ref[key], atol=1e-5), key
+    different = dict(double, image=torch.stack([single["image"], single["image"].flip(-1)], 1))
+    moved = objective(different)
+    assert torch.isfinite(moved["loss"]) and abs(float(moved["loss"].detach() - ref["loss"].detach())) > 1e-6
+    moved["loss"].backward()
+    mlp = model.net_g.surface_classifier
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mlp.parameters())
+    with pytest.raises(InputError, match="num_views must be a positive integer"):
+        train_config(num_views=0).validate()
+
+
+@pytest.mark.slow
+def test_the_data_loader_gives_each_item_its_spread_views(valid_views, tmp_path):
+    from backend.train.data import TrainItems, train_items
+    from backend.train.source import open_source
+    from tests.helpers.models import train_config
+
+    cfg = train_config(data=str(valid_views), stage="color", loss="l1", num_views=2, points_color=64,
+                       dense_samples=2000)
+    items = train_items(open_source(cfg.data), None, split="test")
+    data = TrainItems(cfg, items, 64, tmp_path / "cache")
+    sample = data[0]
+    sid, view, _ = data.item_of(0)
+    assert sample["image"].shape == (2, 3, 64, 64) and sample["mask"].shape == (2, 1, 64, 64)
+    source = open_source(cfg.data)
+    expected = [source.calib(sid, view), source.calib(sid, (view + 2) % 4)]
+    assert np.allclose(sample["calib"].numpy(), np.stack(expected), atol=1e-6)
+    assert sample["color_points"].shape == (3, 64)
