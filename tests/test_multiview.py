@@ -388,3 +388,47 @@ def test_the_data_loader_gives_each_item_its_spread_views(valid_views, tmp_path)
     expected = [source.calib(sid, view), source.calib(sid, (view + 2) % 4)]
     assert np.allclose(sample["calib"].numpy(), np.stack(expected), atol=1e-6)
     assert sample["color_points"].shape == (3, 64)
+
+
+# -- the server ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_server_reconstructs_from_views_and_calibs_and_refuses_bad_ones(tmp_path):
+    """Real server, real socket: the 'views' + 'calibs' arrays give the direct reconstruct_views mesh;
+    a mismatch is one line naming the problem and the server keeps serving."""
+    from avatex_core.client import BackendError, Client
+    from backend.models.checkpoint import load_models, save_checkpoint
+    from tests.helpers.server import running_server
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pt", PIFu(tiny_config()))
+    image = body_rgba(96)
+    views = np.stack([image, np.roll(image, 4, axis=1)])
+    calibs = yaw_calibs(0.0, 90.0).numpy()
+    model = load_models(checkpoint=tmp_path / "tiny.pt", device="cpu")
+    direct = reconstruct_views(model, [View(views[0], calibs[0]), View(views[1], calibs[1])], resolution=24,
+                               device="cpu")
+    with running_server(roots=[tmp_path], devices=["cpu"]) as server, Client(server.endpoint) as client:
+        res = client.call("reconstruct", {"checkpoint": "tiny.pt", "resolution": 24},
+                          {"views": views, "calibs": calibs}, timeout=300)
+        np.testing.assert_allclose(res.arrays["vertices"], direct.vertices, atol=1e-5)
+        np.testing.assert_array_equal(res.arrays["faces"], direct.faces)
+        assert res.result["stats"]["views"] == 2
+        bad_calib = calibs.copy()
+        bad_calib[1, 3] = (0, 0, 1, 1)
+        for args, arrays, words in [
+            ({}, {"views": views, "calibs": calibs[:1]}, "2 views need 2 calibs"),
+            ({}, {"views": views}, "2 views need 2 calibs"),
+            ({}, {"calibs": calibs}, "go with the 'views' array"),
+            ({}, {"views": views, "calibs": calibs, "image": image}, "not both"),
+            ({"texture": 512}, {"views": views, "calibs": calibs}, "'texture' bakes from one image"),
+            ({}, {"views": views, "calibs": bad_calib}, "view 1: the calib's last row must be 0 0 0 1"),
+            ({}, {"views": views, "calibs": calibs, "masks": np.ones((2, 5, 5), np.uint8)}, "differ in size"),
+            ({}, {"views": np.zeros((17, 4, 4, 4), np.uint8), "calibs": np.zeros((17, 4, 4), np.float32)},
+             "send between 1 and 16"),
+        ]:
+            with pytest.raises(BackendError) as info:
+                client.call("reconstruct", {"checkpoint": "tiny.pt", "resolution": 24, **args}, arrays,
+                            timeout=60)
+            assert words in info.value.message and "\n" not in info.value.message, (words, info.value)
+        assert client.call("ping", {}).result["time"] > 0
