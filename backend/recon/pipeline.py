@@ -163,25 +163,12 @@ def _view_of(view: tuple, k: int) -> View:
 
 
 def check_calib(calib: object, what: str = "calib") -> np.ndarray:
-    """``calib`` as a float32 (4, 4) array, or an :class:`InputError` in one line saying what is wrong.
-
-    PIFu's calibs are affine maps (last row 0 0 0 1) whose 3 x 3 part is invertible: a singular one
-    would project the whole subject onto a line or a point of the image.
-    """
-    try:
-        c = np.asarray(calib, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{what}: the calib must be a 4 x 4 matrix of numbers") from None
-    if c.shape != (4, 4):
-        raise InputError(f"{what}: the calib must be a 4 x 4 matrix, got shape {list(c.shape)}")
-    if not np.isfinite(c).all():
-        raise InputError(f"{what}: the calib has non-finite entries")
-    if np.abs(c[3] - (0.0, 0.0, 0.0, 1.0)).max() > 1e-6:
-        raise InputError(f"{what}: the calib's last row must be 0 0 0 1 (an affine map), got "
-                         f"{' '.join(f'{x:g}' for x in c[3])}")
-    if abs(np.linalg.det(c[:3, :3])) < 1e-8:
-        raise InputError(f"{what}: the calib's 3 x 3 part is singular (it flattens the subject)")
-    return c.astype(np.float32)
+    """``calib`` as a float32 (4, 4) array, or an :class:`InputError` in one line saying what is wrong
+    (``avatex_core.canonical.calib_problem``)."""
+    problem = canonical.calib_problem(calib)
+    if problem is not None:
+        raise InputError(f"{what}: {problem}")
+    return np.asarray(calib, dtype=np.float32)
 
 
 def _check_options(schedule: str, resolution: object) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from avatex_core.canonical import calib_problem
 from backend.errors import AvatexError, InputError
 from backend.images import MAX_PIXELS, read_image
 from backend.server.jobs import Context, Job
@@ -147,8 +148,6 @@ def _prepare_views(arrays: dict, args: dict) -> None:
     """The multi-view request: ``views`` (V images of one size) with ``calibs`` (one per view) and
     optionally ``masks``, instead of ``image``; V at most :data:`MAX_VIEWS`, all pixels together within
     :data:`MAX_PIXELS`."""
-    from backend.recon.pipeline import check_calib
-
     if "views" not in arrays:
         raise InputError("reconstruct: 'calibs' and 'masks' go with the 'views' array (V images)")
     if "image" in arrays or args["image"] is not None or args["mask"] is not None or "mask" in arrays:
@@ -168,7 +167,9 @@ def _prepare_views(arrays: dict, args: dict) -> None:
         raise InputError(f"reconstruct: masks {list(arrays['masks'].shape)} and views "
                          f"{list(arrays['views'].shape[:3])} differ in size")
     for k, calib in enumerate(arrays["calibs"]):
-        check_calib(calib, f"reconstruct: view {k}")
+        problem = calib_problem(calib)
+        if problem is not None:
+            raise InputError(f"reconstruct: view {k}: {problem}")
 
 
 def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
