@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in rows if r["views"] == views]
         summary.append({"views": views, "n_views": len(views),
                         "patd_dense_mean": float(np.mean([r["patd_dense_mean"] for r in mine])),
-                        "chamfer": float(np.mean([r["chamfer"] for r in mine]))})
+                        "chamfer": float(np.mean([r["chamfer"] for r in mine])),
+                        "chamfer_cm": float(np.mean([r["chamfer_cm"] for r in mine]))})
     base = summary[0]
     for s in summary:
         s["patd_dense_ratio"] = s["patd_dense_mean"] / base["patd_dense_mean"]
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for s in summary:
         print(f"{s['n_views']} view(s) {s['views']}: PATD dense {s['patd_dense_mean']:.3f} "
-              f"(x{s['patd_dense_ratio']:.3f}), Chamfer {s['chamfer']:.4f} (x{s['chamfer_ratio']:.3f})")
+              f"(x{s['patd_dense_ratio']:.3f}), Chamfer {s['chamfer_cm']:.2f} cm (x{s['chamfer_ratio']:.3f})")
     return 0
 
 
