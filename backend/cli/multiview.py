@@ -47,6 +47,9 @@ def views_from_args(args: argparse.Namespace) -> list | None:
         if dataset_opts:
             raise InputError(f"--{dataset_opts[0]} needs --dataset")
         if args.calibs is None:
+            if not images:
+                raise InputError("give an image (or several with --calibs C1 C2 ..., or --dataset DS "
+                                 "--subject S --views I,J,...)")
             if len(images) != 1:
                 raise InputError(f"{len(images)} images given without calibs: give one image, or one "
                                  "--calibs file per image (or --dataset DS --subject S --views ...)")
