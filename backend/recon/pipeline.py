@@ -105,6 +105,7 @@ def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, 
     calib = canonical.calib_for_view(0.0)[None]
     rec = _evaluate(model, [framed], calib, dev, resolution, schedule, fast, chunk, progress, seconds,
                     t_start)
+    # With the crop, these map the mesh back into the source image's frame (evaluation, the demo).
     rec.stats["crop"] = {"top": framed.crop[0], "left": framed.crop[1], "side": framed.crop[2]}
     rec.stats["image_size"] = [int(np.shape(image)[0]), int(np.shape(image)[1])]
     return rec
