@@ -83,6 +83,61 @@ def calib_for_view(yaw_deg: float, pitch_deg: float = 0.0) -> np.ndarray:
     return calib
 
 
+def camera_unit(ortho_scale: float, width: int, height: int) -> float:
+    """World units per normalised image unit along the larger side of an orthographic camera's image:
+    u = +-1 on the centres of the border pixels (``align_corners=True``), with Blender's automatic
+    sensor fit (``ortho_scale`` spans the larger side)."""
+    side = max(int(width), int(height))
+    return 0.5 * float(ortho_scale) * (side - 1) / side
+
+
+def calib_for_camera(world_from_camera: np.ndarray, ortho_scale: float, width: int, height: int,
+                     origin: np.ndarray, unit: float,
+                     world_from_canonical: np.ndarray = BLENDER_FROM_CANONICAL) -> np.ndarray:
+    """4x4 calib of any orthographic camera of a scene, in the canonical space placed at ``origin``.
+
+    Canonical point c sits in the world at ``origin + unit * world_from_canonical @ c`` (``unit`` world
+    units per canonical unit). The calib maps it to the camera's normalised image coordinates (x right,
+    y down, each side's border pixel centres at +-1) and to depth toward the camera, in the x scale and
+    relative to ``origin``, as PIFu's depth feature expects. A camera built like the renderer's view k
+    (:func:`camera_to_canonical`, ``ortho_scale(W)``, origin 0, unit 1) gives :func:`calib_for_view`.
+    """
+    w, h = int(width), int(height)
+    half = camera_unit(ortho_scale, w, h)
+    side = max(w, h)
+    # The border pixel centres of a side of n pixels sit (n - 1) / 2 pixels from the image centre.
+    scale_x = half * (w - 1) / (side - 1) if side > 1 else half
+    scale_y = half * (h - 1) / (side - 1) if side > 1 else half
+    camera_from_world = np.linalg.inv(np.asarray(world_from_camera, dtype=np.float64))
+    rot = camera_from_world[:3, :3] @ np.asarray(world_from_canonical, dtype=np.float64)[:3, :3] * unit
+    at_origin = camera_from_world[:3, :3] @ np.asarray(origin, dtype=np.float64) + camera_from_world[:3, 3]
+    calib = np.eye(4)
+    calib[:3, :3] = np.diag([1.0 / scale_x, -1.0 / scale_y, 1.0 / scale_x]) @ rot
+    calib[:3, 3] = np.array([at_origin[0] / scale_x, -at_origin[1] / scale_y, 0.0])
+    return calib
+
+
+def calib_problem(calib: object) -> str | None:
+    """What makes ``calib`` unusable as a view's calib, in one sentence, or None when it is fine.
+
+    PIFu's calibs are affine maps (last row 0 0 0 1) whose 3 x 3 part is invertible: a singular one
+    would project the whole subject onto a line or a point of the image.
+    """
+    try:
+        c = np.asarray(calib, dtype=np.float64)
+    except (TypeError, ValueError):
+        return "the calib must be a 4 x 4 matrix of numbers"
+    if c.shape != (4, 4):
+        return f"the calib must be a 4 x 4 matrix, got shape {list(c.shape)}"
+    if not np.isfinite(c).all():
+        return "the calib has non-finite entries"
+    if np.abs(c[3] - (0.0, 0.0, 0.0, 1.0)).max() > 1e-6:
+        return f"the calib's last row must be 0 0 0 1 (an affine map), got {' '.join(f'{x:g}' for x in c[3])}"
+    if abs(np.linalg.det(c[:3, :3])) < 1e-8:
+        return "the calib's 3 x 3 part is singular (it flattens the subject)"
+    return None
+
+
 def view_yaws(views: int = 45, step_deg: float = 8.0) -> list[float]:
     """Yaw angles of the default orbit: 0, 8, ..., 352 degrees."""
     return [float(k * step_deg) for k in range(views)]

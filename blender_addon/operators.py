@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 from bpy.props import EnumProperty
 
-from . import audit, images, mesh_import, tasks
+from . import audit, cameras, images, mesh_import, tasks
 from .local_backend import LaunchError
 from .runtime import RUNTIME
 from .settings import settings
@@ -129,6 +129,8 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
 
     def execute(self, context):
         s = context.scene.avatex
+        if s.image_source == "CAMERAS":
+            return self._from_cameras(context)
         try:
             if s.image_source == "DATABLOCK":
                 if s.image is None:
@@ -162,6 +164,25 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
         sent = _submit(self, task, "reconstruct", args, arrays)
         if sent == {"FINISHED"}:
             self.report({"INFO"}, f"reconstructing {name} on the backend…")
+        return sent
+
+    def _from_cameras(self, context) -> set[str]:
+        """PIFu's multi-view mode: one view per selected orthographic camera, with its calibration."""
+        s = context.scene.avatex
+        if s.texture != "NONE":
+            return _fail(self, "a textured result bakes from one image: set Texture to None for cameras")
+        try:
+            views, calibs, unit = cameras.camera_views(context)
+        except (cameras.CameraError, images.ImageError) as exc:
+            return _fail(self, str(exc))
+        name = "cameras"
+        args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}
+        meta = {"avatex_kind": "reconstruction", "avatex_image": name, "avatex_views": len(views),
+                "avatex_checkpoint": args["checkpoint"] or ""}
+        task = tasks.ReconstructTask(name, tuple(context.scene.cursor.location), meta, scale=unit)
+        sent = _submit(self, task, "reconstruct", args, {"views": views, "calibs": calibs})
+        if sent == {"FINISHED"}:
+            self.report({"INFO"}, f"reconstructing from {len(views)} cameras on the backend…")
         return sent
 
 

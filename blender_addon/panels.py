@@ -129,12 +129,16 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
         draw_connection(layout)
         layout.row().prop(s, "image_source", expand=True)
         col = layout.column()
-        if s.image_source == "DATABLOCK":
+        if s.image_source == "CAMERAS":
+            n = sum(1 for o in context.selected_objects if o.type == "CAMERA")
+            col.label(text=f"{n} camera(s) selected; 3D cursor = the person's centre", icon="CAMERA_DATA")
+        elif s.image_source == "DATABLOCK":
             col.template_ID(s, "image", open="image.open")
         else:
             col.prop(s, "image_path")
-        col.prop(s, "use_mask")
-        if s.use_mask:
+        if s.image_source != "CAMERAS":
+            col.prop(s, "use_mask")
+        if s.image_source != "CAMERAS" and s.use_mask:
             if s.image_source == "DATABLOCK":
                 col.template_ID(s, "mask_image", open="image.open")
             else:

@@ -39,7 +39,10 @@ class AvatexSettings(bpy.types.PropertyGroup):
     image_source: EnumProperty(
         name="Image from", default="FILE",
         items=[("FILE", "File", "An image file on disk"),
-               ("DATABLOCK", "Blender image", "An image already loaded in Blender (a render, a photo)")])
+               ("DATABLOCK", "Blender image", "An image already loaded in Blender (a render, a photo)"),
+               ("CAMERAS", "Cameras", "Several views: each selected orthographic camera's image (its "
+                "'avatex_image' property) or render, with its calibration; the 3D cursor marks the "
+                "person's centre")])
     image_path: StringProperty(name="Image", subtype="FILE_PATH", description="Image of one person")
     image: PointerProperty(name="Image", type=bpy.types.Image)
     use_mask: BoolProperty(

@@ -117,10 +117,12 @@ class ReconstructTask(Task):
 
     kind = "reconstruct"
 
-    def __init__(self, name: str, location: tuple[float, float, float], meta: dict[str, str]):
+    def __init__(self, name: str, location: tuple[float, float, float], meta: dict[str, str],
+                 scale: float = 1.0):
         super().__init__(f"Reconstruct {name}")
         self.name = name
         self.location = location
+        self.scale = scale   # world units per canonical unit (views from scene cameras)
         self.meta = meta
         self.importer: StagedImport | None = None
         self.object_name: str | None = None
@@ -146,7 +148,7 @@ class ReconstructTask(Task):
             yield f"importing: {self.importer.stage}"
 
     def _place(self, obj: bpy.types.Object) -> None:
-        place_canonical(obj, self.location)
+        place_canonical(obj, self.location, self.scale)
         if self.texture is not None:
             uv, texture = self.texture
             set_uv(obj.data, uv)
@@ -291,14 +293,14 @@ def _first_number(info: dict, *keys: str) -> float | None:
     return None
 
 
-def place_canonical(obj: bpy.types.Object, location) -> None:
+def place_canonical(obj: bpy.types.Object, location, scale: float = 1.0) -> None:
     """Stand a canonical-space mesh (y up, facing +z) upright in Blender at ``location``.
 
     The mesh data stays in canonical space - the audit compares object coordinates - and the object's
-    transform carries :data:`canonical.BLENDER_FROM_CANONICAL` plus the location.
+    transform carries :data:`canonical.BLENDER_FROM_CANONICAL` (times ``scale``) plus the location.
     """
     from mathutils import Matrix
 
-    m = Matrix(canonical.BLENDER_FROM_CANONICAL.tolist())
+    m = Matrix((canonical.BLENDER_FROM_CANONICAL @ np.diag([scale, scale, scale, 1.0])).tolist())
     m.translation = tuple(location)
     obj.matrix_world = m

@@ -166,7 +166,8 @@ def test_evaluate_of_plys_imports_neither_torch_nor_trimesh_nor_other_commands(m
         "from backend.cli import main\n"
         f"rc = main(['evaluate', '--pred', {str(meshes / 'pred.ply')!r}, '--gt', {str(meshes / 'gt.ply')!r},"
         " '--json', '--device', 'cpu', '--geometry-samples', '2000', '--gt-samples', '20000'])\n"
-        "mods = [m for m in ('torch', 'trimesh', 'backend.cli.train', 'backend.cli.demo') if m in sys.modules]\n"
+        "names = ('torch', 'trimesh', 'backend.cli.train', 'backend.cli.demo')\n"
+        "mods = [m for m in names if m in sys.modules]\n"
         "print(json.dumps({'rc': rc, 'imported': mods}), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

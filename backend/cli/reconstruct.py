@@ -7,7 +7,9 @@ optionally --net-c; without a colour net the vertex colours come from the image)
 the ones `avatex weights fetch pifu` installed.
 Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up, facing +z). With
 --texture SIZE it writes a decimated mesh with a UV texture baked from the colour field instead: GLB, or
-OBJ + MTL + PNG (docs/api.md, "Textured output").
+OBJ + MTL + PNG (docs/api.md, "Textured output"). Several calibrated views (IMG1 IMG2 ... --calibs C1 C2
+..., or --dataset DS --subject S --views 0,12,24) use PIFu's multi-view mode (docs/api.md, "Several
+views").
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "reconstruct a coloured mesh from one image (PIFu)"
-PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out")
+from backend.cli import multiview
+
+HELP = "reconstruct a coloured mesh from one image or several calibrated views (PIFu)"
+PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out", *multiview.PATHS)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", type=Path, help="input image (PNG/JPG; RGBA alpha is the mask)")
+    parser.add_argument("image", type=Path, nargs="*",
+                        help="input image (PNG/JPG; RGBA alpha is the mask), or several with --calibs")
     parser.add_argument("--mask", type=Path, default=None, help="subject mask image (white = subject)")
     parser.add_argument("--no-auto-mask", action="store_true",
                         help="without alpha or --mask, fail instead of masking the person automatically")
@@ -50,6 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upsample", choices=("bicubic", "nearest"), default=None,
                         help="hourglass upsampling for official weights (default bicubic, as committed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    multiview.configure(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from backend.server.paths import check_output, write_output
 
     check_output(args.out, args.overwrite, "--out")   # before the work, not after it
-    image = read_image(args.image)
+    views = multiview.views_from_args(args)
+    if views is not None and args.texture is not None:
+        raise InputError("--texture bakes from one image; drop --texture to reconstruct from several views")
+    image = read_image(args.image[0]) if views is None else None
     mask = None if args.mask is None else read_image(args.mask, "L")
     mask_note = ""
     if mask is None and not args.no_auto_mask:
@@ -91,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from avatex_core.progress import Progress
     from backend.meshio import save_mesh
     from backend.models.checkpoint import load_checkpoint, load_official
-    from backend.recon import reconstruct
+    from backend.recon import reconstruct, reconstruct_views
 
     if args.checkpoint is not None:
         model, _ = load_checkpoint(args.checkpoint, device=args.device)
@@ -118,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
     textured = None
     try:
-        if args.texture is None:
+        if views is not None:
+            result = reconstruct_views(model, views, resolution=args.resolution, device=args.device,
+                                       progress=Progress(progress, interval_s=0.1))
+        elif args.texture is None:
             result = reconstruct(model, image, mask, resolution=args.resolution, device=args.device,
                                  progress=Progress(progress, interval_s=0.1))
         else:
@@ -146,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     write_output(args.out, lambda p: save_mesh(p, result.vertices, result.faces, result.colors),
                  args.overwrite, "--out")
-    print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces, "
+    print(f"wrote {args.out}: {s['vertices']} vertices, {s['faces']} faces from {s['views']} view(s), "
           f"{s['points_evaluated']} points evaluated at resolution {s['resolution']}, "
           f"{s['seconds']['total']:.1f} s on {s['device']}{mask_note}")
     return 0

@@ -6,6 +6,12 @@ geometry net's last-stack feature concatenated in front of its own (``attach``).
 ``filter`` / ``query`` / ``attach`` protocol is the official one (docs/models.md), which the
 training code relies on: ``filter`` in train mode keeps every stack's feature for intermediate
 supervision, in eval mode only the last.
+
+Several views: ``filter`` takes the V calibrated images of each subject as consecutive rows
+[B*V, 3, S, S] (view-major inside a subject, the official layout), ``query`` takes the points once per
+subject [B, 3, N] and one calib per image [B*V, 4, 4]; V is their ratio. Each view projects the points
+with its own calib, and the MLP averages the views where the official code does
+(:mod:`backend.models.surface_classifier`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,30 @@ def in_image(xy: torch.Tensor) -> torch.Tensor:
     """[B, 1, N] float mask of points projecting inside the image (|x|, |y| <= 1; z is not checked)."""
     inside = (xy[:, 0] >= -1.0) & (xy[:, 0] <= 1.0) & (xy[:, 1] >= -1.0) & (xy[:, 1] <= 1.0)
     return inside.unsqueeze(1).to(xy.dtype)
+
+
+def views_of(points: torch.Tensor, calibs: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The points repeated for each of a subject's views ([B*V, 3, N], each view's rows next to each
+    other) and V = calibs per subject; with one view the points themselves."""
+    b = points.shape[0]
+    if b == 0 or calibs.shape[0] % b:
+        raise ValueError(f"{calibs.shape[0]} calibs do not split into views of {b} subjects")
+    num_views = calibs.shape[0] // b
+    if num_views == 1:
+        return points, 1
+    return points.repeat_interleave(num_views, dim=0), num_views
+
+
+def fused_in_image(xy: torch.Tensor, num_views: int) -> torch.Tensor:
+    """[B, 1, N]: 1 where a point projects inside every view's image (one view: :func:`in_image`).
+
+    The official code multiplies its fused prediction by each view's mask in turn (a broadcast that only
+    works for one subject per batch); requiring every view is that product taken once per subject.
+    """
+    mask = in_image(xy)
+    if num_views == 1:
+        return mask
+    return mask.view(-1, num_views, 1, mask.shape[2]).amin(dim=1)
 
 
 class HGPIFuNet(nn.Module):
@@ -59,25 +89,27 @@ class HGPIFuNet(nn.Module):
         return self.im_feat_list[-1]
 
     def query(self, points: torch.Tensor, calibs: torch.Tensor, fast: bool = False) -> torch.Tensor:
-        """Occupancy [B, 1, N] of points [B, 3, N]; every stack's prediction lands in
-        ``intermediate_preds_list`` (one entry in eval mode).
+        """Occupancy [B, 1, N] of points [B, 3, N] seen by calibs [B*V, 4, 4] (module docstring);
+        every stack's prediction lands in ``intermediate_preds_list`` (one entry in eval mode).
 
         ``fast=True`` uses the pre-projected MLP (eval mode only; same values up to float rounding).
         """
         if not self.im_feat_list:
             raise RuntimeError("query before filter: encode an image first")
+        points, views = views_of(points, calibs)
         xyz = orthogonal(points, calibs)
         xy = xyz[:, :2, :]
         z_feat = xyz[:, 2:3, :] * self.config.depth_scale
-        mask = in_image(xy)
+        mask = fused_in_image(xy, views)
+        classifier = self.surface_classifier
         if fast:
             if self.training:
                 raise RuntimeError("the fast query path is for eval mode")
             if self._projected is None:
-                self._projected = self.surface_classifier.project(self.im_feat_list[-1])
-            preds = [mask * self.surface_classifier.forward_projected(self._projected, xy, z_feat)]
+                self._projected = classifier.project(self.im_feat_list[-1])
+            preds = [mask * classifier.forward_projected(self._projected, xy, z_feat, views)]
         else:
-            preds = [mask * self.surface_classifier(torch.cat([index(feat, xy), z_feat], 1))
+            preds = [mask * classifier(torch.cat([index(feat, xy), z_feat], 1), views)
                      for feat in self.im_feat_list]
         self.intermediate_preds_list = preds
         self.preds = preds[-1]
@@ -128,9 +160,11 @@ class ResBlkPIFuNet(nn.Module):
         self._projected = None
 
     def query(self, points: torch.Tensor, calibs: torch.Tensor, fast: bool = False) -> torch.Tensor:
-        """Colour [B, 3, N] in [-1, 1]; there is no in-image mask (as in the official net)."""
+        """Colour [B, 3, N] in [-1, 1] of points [B, 3, N] seen by calibs [B*V, 4, 4]; there is no
+        in-image mask (as in the official net)."""
         if not self._attached:
             raise RuntimeError("query before filter + attach: encode an image first")
+        points, views = views_of(points, calibs)
         xyz = orthogonal(points, calibs)
         xy = xyz[:, :2, :]
         z_feat = xyz[:, 2:3, :] * self.config.depth_scale
@@ -139,9 +173,9 @@ class ResBlkPIFuNet(nn.Module):
                 raise RuntimeError("the fast query path is for eval mode")
             if self._projected is None:
                 self._projected = self.surface_classifier.project(self.im_feat)
-            self.preds = self.surface_classifier.forward_projected(self._projected, xy, z_feat)
+            self.preds = self.surface_classifier.forward_projected(self._projected, xy, z_feat, views)
         else:
-            self.preds = self.surface_classifier(torch.cat([index(self.im_feat, xy), z_feat], 1))
+            self.preds = self.surface_classifier(torch.cat([index(self.im_feat, xy), z_feat], 1), views)
         return self.preds
 
     def get_error(self, labels: torch.Tensor) -> torch.Tensor:

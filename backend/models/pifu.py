@@ -25,6 +25,11 @@ class PIFu(nn.Module):
     with S = ``config.load_size``; points [B, 3, N] in canonical space, calibs [B, 4, 4]
     (``avatex_core.canonical``). Occupancy comes back as [B, 1, N] in [0, 1], colour as [B, 3, N] in
     [-1, 1] (sRGB = 0.5 * c + 0.5).
+
+    Several calibrated views (PIFu's ``num_views``): encode the V images of each subject as consecutive
+    rows [B*V, 3, S, S] and query with their calibs [B*V, 4, 4]; points stay [B, 3, N] and the
+    results [B, ., N], the views fused inside the MLPs (``backend.models.nets``). V is read from the
+    shapes, so one model (and any official checkpoint) serves every number of views.
     """
 
     def __init__(self, config: ModelConfig | None = None, with_color: bool = True, init: bool = True) -> None:
@@ -90,12 +95,12 @@ class PIFu(nn.Module):
                         fast: bool = False) -> torch.Tensor:
         """Occupancy [B, 1, N] in [0, 1] (last stack). ``fast`` selects the pre-projected MLP path
         (eval mode; equal up to float rounding, cheaper beyond ~10^4 points per encoded image)."""
-        _check_points(points, calibs)
+        _check_points(points, calibs, self._encoded())
         return self.net_g.query(points, calibs, fast=fast)
 
     def query_occupancy_stacks(self, points: torch.Tensor, calibs: torch.Tensor) -> list[torch.Tensor]:
         """Every stack's occupancy (all stacks in train mode, for the intermediate-supervision loss)."""
-        _check_points(points, calibs)
+        _check_points(points, calibs, self._encoded())
         self.net_g.query(points, calibs)
         return list(self.net_g.intermediate_preds_list)
 
@@ -103,8 +108,13 @@ class PIFu(nn.Module):
         """Colour [B, 3, N] in [-1, 1] at the points."""
         if self.net_c is None:
             raise NotAvailableError("this model has no colour net (load a net_C or a full checkpoint)")
-        _check_points(points, calibs)
+        _check_points(points, calibs, self._encoded())
         return self.net_c.query(points, calibs, fast=fast)
+
+    def _encoded(self) -> int | None:
+        """How many images the last ``encode`` held (None before any)."""
+        feats = self.net_g.im_feat_list
+        return int(feats[-1].shape[0]) if feats else None
 
     def forward(self, images: torch.Tensor, points: torch.Tensor, calibs: torch.Tensor) -> torch.Tensor:
         """Encode and return occupancy; mostly for tracing and quick checks."""
@@ -112,8 +122,13 @@ class PIFu(nn.Module):
         return self.query_occupancy(points, calibs)
 
 
-def _check_points(points: torch.Tensor, calibs: torch.Tensor) -> None:
-    if points.dim() != 3 or points.shape[1] != 3:
+def _check_points(points: torch.Tensor, calibs: torch.Tensor, encoded: int | None) -> None:
+    """Points [B, 3, N] and one calib per encoded image: [B*V, 4, 4] for V views per subject."""
+    if points.dim() != 3 or points.shape[1] != 3 or points.shape[0] == 0:
         raise InputError(f"points must be [B, 3, N], got {list(points.shape)}")
-    if calibs.shape != (points.shape[0], 4, 4):
-        raise InputError(f"calibs must be [B, 4, 4] with B = {points.shape[0]}, got {list(calibs.shape)}")
+    b = points.shape[0]
+    if calibs.dim() != 3 or calibs.shape[1:] != (4, 4) or calibs.shape[0] % b or not calibs.shape[0]:
+        raise InputError(f"calibs must be [B*V, 4, 4] (V views of each of the B = {b} subjects), got "
+                         f"{list(calibs.shape)}")
+    if encoded is not None and calibs.shape[0] != encoded:
+        raise InputError(f"{calibs.shape[0]} calibs for {encoded} encoded images: give one calib per image")

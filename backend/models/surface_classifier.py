@@ -14,6 +14,16 @@ multiplies the whole feature map by all those weights once (one [S x C] @ [C x H
 only the depth and hidden-layer terms. For the official geometry MLP that is 688k instead of 1,182k
 multiply-adds per point, after an 8 G multiply-add projection; it pays off beyond roughly 10^4 points
 per encoded image, which reconstruction always exceeds.
+
+Several views (PIFu's ``num_views``). The input then holds V consecutive rows per subject, one per
+calibrated view (view-major inside a subject: row ``b * V + v``). Every view runs the layers up to
+and including ``conv{K // 2}`` (K layers) on its own features; right after that layer's activation the
+V activations are averaged, and so is the input that later layers see through the skip-concat; the
+remaining layers run once per subject. That is the official ``SurfaceClassifier.forward``'s placement,
+and the official weights carry no per-view parameter, so the same checkpoints serve any V. With V = 1
+nothing is averaged and the computation is the single-view one, operation for operation. The fast path
+averages the same two things: the hidden activations and, because the skip-concat terms are linear in
+the input, the per-view pre-projected columns of the later layers (depth term included).
 """
 
 from __future__ import annotations
@@ -62,13 +72,24 @@ class SurfaceClassifier(nn.Module):
                 in_ch += filter_channels[0]
             self.add_module(f"conv{layer}", nn.Conv1d(in_ch, filter_channels[layer + 1], 1))
 
-    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+    @property
+    def fusion_layer(self) -> int:
+        """The layer after whose activation several views are averaged (official: ``K // 2``)."""
+        return self.num_layers // 2
+
+    def forward(self, feature: torch.Tensor, num_views: int = 1) -> torch.Tensor:
+        """[B*V, C, N] per-view inputs -> [B, out, N]; V = ``num_views`` views per subject (module
+        docstring)."""
         y = feature
+        skip = feature
         for layer in range(self.num_layers):
             conv = self._modules[f"conv{layer}"]
-            y = conv(y if layer == 0 or not self.residual else torch.cat([y, feature], 1))
+            y = conv(y if layer == 0 or not self.residual else torch.cat([y, skip], 1))
             if layer != self.num_layers - 1:
                 y = F.leaky_relu(y)
+            if num_views > 1 and layer == self.fusion_layer:
+                y = _view_mean(y, num_views)
+                skip = _view_mean(feature, num_views)
         if self.last_op is not None:
             y = self.last_op(y)
         return y
@@ -116,32 +137,56 @@ class SurfaceClassifier(nn.Module):
                                  bias=bias_all, offsets=offsets)
 
     def forward_projected(self, proj: ProjectedFeatures, uv: torch.Tensor,
-                          z_feat: torch.Tensor) -> torch.Tensor:
-        """MLP output [B, out, N] at points with image coordinates uv [B, 2, N] and depth feature
-        z_feat [B, 1, N], equal to ``forward(cat([index(feature_map, uv), z_feat]))`` up to float
-        rounding.
+                          z_feat: torch.Tensor, num_views: int = 1) -> torch.Tensor:
+        """MLP output [B, out, N] at points with per-view image coordinates uv [B*V, 2, N] and depth
+        features z_feat [B*V, 1, N], equal to ``forward(cat([index(feature_map, uv), z_feat]),
+        num_views)`` up to float rounding.
 
         Per point: sample the S pre-projected channels (bias included), add ``z * z_weight`` once for
         all layers, then each layer is one GEMM on the previous activations accumulated onto its slice,
         with in-place LeakyReLU: no per-layer concatenation and few passes over memory.
         """
         outs = []
-        layout = self._layout()
-        for b in range(uv.shape[0]):
-            g = _sample_runs(proj, b, uv[b].t())  # [N, S], owned: modified in place below
-            g.addcmul_(z_feat[b, 0].unsqueeze(1), proj.z_weight.unsqueeze(0))
-            y = None
-            for layer, (hid, _, _) in enumerate(layout):
-                conv = self._modules[f"conv{layer}"]
-                start = proj.offsets[layer]
-                part = g[:, start:start + conv.weight.shape[0]]
-                y = part if hid is None else part.addmm_(y, conv.weight[:, hid, 0].t())
-                if layer != self.num_layers - 1:
-                    y = F.leaky_relu(y, inplace=True)
+        fuse = self.fusion_layer if num_views > 1 else -1
+        for b in range(uv.shape[0] // num_views):
+            views = []
+            for row in range(b * num_views, (b + 1) * num_views):
+                g = _sample_runs(proj, row, uv[row].t())  # [N, S], owned: modified in place below
+                g.addcmul_(z_feat[row, 0].unsqueeze(1), proj.z_weight.unsqueeze(0))
+                views.append((g, self._layers_projected(proj, g, None, 0, fuse)))
+            if fuse < 0:
+                g, y = views[0]
+            else:
+                # Later layers read the averaged activations and the averaged input (module docstring).
+                tail = proj.offsets[fuse + 1] if fuse + 1 < self.num_layers else proj.table.shape[2]
+                g = torch.stack([v[0][:, tail:] for v in views]).mean(0)
+                y = self._layers_projected(proj, g, torch.stack([v[1] for v in views]).mean(0), fuse + 1,
+                                           self.num_layers - 1, shift=tail)
             if self.last_op is not None:
                 y = self.last_op(y)
             outs.append(y.t())
         return torch.stack(outs, 0)
+
+    def _layers_projected(self, proj: ProjectedFeatures, g: torch.Tensor, y: torch.Tensor | None,
+                          first: int, last: int, shift: int = 0) -> torch.Tensor:
+        """Layers ``first..last`` (all of them when ``last`` < 0) of the fast path on sampled rows ``g``
+        whose column 0 is the table's column ``shift``; ``y`` = the activations entering ``first``."""
+        layout = self._layout()
+        last = self.num_layers - 1 if last < 0 else last
+        for layer in range(first, last + 1):
+            hid = layout[layer][0]
+            conv = self._modules[f"conv{layer}"]
+            start = proj.offsets[layer] - shift
+            part = g[:, start:start + conv.weight.shape[0]]
+            y = part if hid is None else part.addmm_(y, conv.weight[:, hid, 0].t())
+            if layer != self.num_layers - 1:
+                y = F.leaky_relu(y, inplace=True)
+        return y
+
+
+def _view_mean(t: torch.Tensor, num_views: int) -> torch.Tensor:
+    """[B*V, C, N] -> [B, C, N]: the mean over each subject's V consecutive view rows."""
+    return t.view(-1, num_views, t.shape[1], t.shape[2]).mean(dim=1)
 
 
 def _sample_runs(proj: ProjectedFeatures, b: int, uv: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,26 @@ def frame_subject(image: np.ndarray, mask: np.ndarray | None = None, size: int =
     return FramedImage(np.clip(crop_rgb, 0.0, 1.0), np.clip(crop_mask, 0.0, 1.0), (y0, x0, side))
 
 
+def calibrated_view(image: np.ndarray, mask: np.ndarray | None, size: int, what: str = "image"
+                    ) -> FramedImage:
+    """A calibrated view as the network sees it: the whole image resized to ``size`` x ``size``, masked,
+    never re-framed, because its calib already maps canonical points into this image (normalised
+    coordinates do not depend on the pixel count or the aspect). ``crop`` is the whole image."""
+    try:
+        m = subject_mask(image, mask)
+        rgb = _as_float_image(image)[:, :, :3]
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    if not (m > 0.5).any():
+        raise InputError(f"{what}: the mask is empty: no pixel is marked as subject (values > 0.5)")
+    h, w = m.shape
+    if (h, w) != (size, size):
+        rgb = np.stack([_resize(rgb[:, :, c], size) for c in range(3)], axis=2)
+        m = _resize(m, size)
+    return FramedImage(np.clip(rgb, 0.0, 1.0), np.clip(m, 0.0, 1.0), (0, 0, max(h, w)))
+
+
 def _resize(channel: np.ndarray, size: int) -> np.ndarray:
+    """One channel to ``size`` x ``size`` (PIL bilinear, as the official eval resizes)."""
     resized = Image.fromarray(np.ascontiguousarray(channel, np.float32)).resize((size, size), Image.BILINEAR)
     return np.asarray(resized, np.float32)

@@ -1,4 +1,6 @@
-"""Single-image reconstruction: frame -> encode -> occupancy grid -> marching cubes -> vertex colours.
+"""Reconstruction: frame -> encode -> occupancy grid -> marching cubes -> vertex colours, from one image
+(:func:`reconstruct`, framed around its mask) or from several calibrated views (:func:`reconstruct_views`,
+PIFu's multi-view mode: each image as its calib sees it, fused inside the MLPs).
 
 Speed (docs/models.md) comes from changes that leave the
 network's maths alone: the surface-tracking coarse-to-fine grid of :mod:`backend.recon.grid` (about 6x
@@ -13,6 +15,7 @@ under 10k vertices), and marching cubes uses skimage's current API.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +28,7 @@ from backend.models.blocks import index, orthogonal
 from backend.models.device import resolve_device
 from backend.models.pifu import PIFu
 from backend.models.surface_classifier import SurfaceClassifier
-from backend.recon.framing import FramedImage, frame_subject
+from backend.recon.framing import FramedImage, calibrated_view, frame_subject
 from backend.recon.grid import (
     GridSpec,
     evaluate_coarse_to_fine,
@@ -86,16 +89,11 @@ def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, 
     points per network call. Progress stages (each from 0 to 1): frame, encode, occupancy, mesh, color;
     ``progress`` cancelling raises :class:`~backend.errors.CancelledError` between network calls.
     """
-    if schedule not in SCHEDULES:
-        raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not isinstance(resolution, int) or resolution < 8:
-        raise InputError(f"resolution must be an integer >= 8, got {resolution!r}")
+    _check_options(schedule, resolution)
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
 
-    dev = resolve_device(device)
-    if model.device != dev:
-        model.to(dev)
+    dev = _prepare(model, device)
     chunk = chunk or default_chunk(dev)
 
     t = time.perf_counter()
@@ -104,30 +102,119 @@ def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, 
     seconds["frame"] = time.perf_counter() - t
     progress.report("frame", 1.0, crop=framed.crop)
 
+    calib = canonical.calib_for_view(0.0)[None]
+    rec = _evaluate(model, [framed], calib, dev, resolution, schedule, fast, chunk, progress, seconds,
+                    t_start)
+    # With the crop, these map the mesh back into the source image's frame (evaluation, the demo).
+    rec.stats["crop"] = {"top": framed.crop[0], "left": framed.crop[1], "side": framed.crop[2]}
+    rec.stats["image_size"] = [int(np.shape(image)[0]), int(np.shape(image)[1])]
+    return rec
+
+
+@dataclass(frozen=True)
+class View:
+    """One calibrated view: an image (uint8 (H, W, 3|4) or float in [0, 1]), its (4, 4) ``calib``
+    (canonical points -> normalised image coordinates of *this* image, ``avatex_core.canonical``), and
+    an optional mask (else the image's alpha)."""
+
+    image: np.ndarray
+    calib: np.ndarray
+    mask: np.ndarray | None = None
+
+
+def reconstruct_views(model: PIFu, views: Sequence[View | tuple], *, resolution: int = 256,
+                      device: str | torch.device | None = None, progress: Progress = NULL,
+                      schedule: str = "coarse-to-fine", fast: bool | None = None,
+                      chunk: int | None = None) -> Reconstruction:
+    """Reconstruct a coloured mesh from several calibrated views of one person (PIFu's multi-view mode).
+
+    ``views``: :class:`View` objects or ``(image, mask, calib)`` tuples. Each image is used as its calib
+    sees it (resized to the model's input, masked, never re-framed), so the mesh comes out in the space
+    the calibs map from: for views of an avatex dataset, the subject's canonical space, where its ground
+    truth lies. All views are encoded together and fused inside the MLPs (``backend.models.nets``);
+    one view is the single-view network. Without a colour net, vertex colours come from the first
+    view's image. Other arguments and progress stages as :func:`reconstruct`.
+    """
+    _check_options(schedule, resolution)
+    if isinstance(views, View) or not isinstance(views, Sequence) or len(views) == 0:
+        raise InputError("views must be a non-empty list of (image, mask, calib) views")
+    views = [v if isinstance(v, View) else _view_of(v, k) for k, v in enumerate(views)]
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    progress.report("frame", 0.0)
+    framed, calibs = [], []
+    for k, view in enumerate(views):
+        calibs.append(check_calib(view.calib, f"view {k}"))
+        framed.append(calibrated_view(view.image, view.mask, model.config.load_size, f"view {k}"))
+    seconds["frame"] = time.perf_counter() - t
+    progress.report("frame", 1.0, views=len(views))
+    dev = _prepare(model, device)
+    rec = _evaluate(model, framed, np.stack(calibs), dev, resolution, schedule, fast,
+                    chunk or default_chunk(dev), progress, seconds, t_start)
+    rec.stats["image_sizes"] = [[int(np.shape(v.image)[0]), int(np.shape(v.image)[1])] for v in views]
+    return rec
+
+
+def _view_of(view: tuple, k: int) -> View:
+    if not isinstance(view, tuple | list) or len(view) != 3:
+        raise InputError(f"view {k} must be a View or an (image, mask, calib) tuple")
+    image, mask, calib = view
+    return View(image=image, calib=calib, mask=mask)
+
+
+def check_calib(calib: object, what: str = "calib") -> np.ndarray:
+    """``calib`` as a float32 (4, 4) array, or an :class:`InputError` in one line saying what is wrong
+    (``avatex_core.canonical.calib_problem``)."""
+    problem = canonical.calib_problem(calib)
+    if problem is not None:
+        raise InputError(f"{what}: {problem}")
+    return np.asarray(calib, dtype=np.float32)
+
+
+def _check_options(schedule: str, resolution: object) -> None:
+    if schedule not in SCHEDULES:
+        raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not isinstance(resolution, int) or resolution < 8:
+        raise InputError(f"resolution must be an integer >= 8, got {resolution!r}")
+
+
+def _prepare(model: PIFu, device: str | torch.device | None) -> torch.device:
+    dev = resolve_device(device)
+    if model.device != dev:
+        model.to(dev)
+    return dev
+
+
+def _evaluate(model: PIFu, framed: list[FramedImage], calibs: np.ndarray, dev: torch.device, resolution: int,
+              schedule: str, fast: bool | None, chunk: int, progress: Progress, seconds: dict[str, float],
+              t_start: float) -> Reconstruction:
+    """Encode the views, in eval mode and ``inference_mode``, and run the grid, mesh and colours."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            rec = _run(model, framed, dev, resolution, schedule, fast, chunk, progress, seconds, t_start)
-            rec.stats["image_size"] = [int(np.shape(image)[0]), int(np.shape(image)[1])]
-            return rec
+            return _run(model, framed, calibs, dev, resolution, schedule, fast, chunk, progress, seconds,
+                        t_start)
     finally:
         model.train(was_training)
 
 
-def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, schedule: str,
-         fast: bool | None, chunk: int, progress: Progress, seconds: dict[str, float],
+def _run(model: PIFu, framed: list[FramedImage], calibs: np.ndarray, dev: torch.device, resolution: int,
+         schedule: str, fast: bool | None, chunk: int, progress: Progress, seconds: dict[str, float],
          t_start: float) -> Reconstruction:
     progress.check("reconstruction cancelled")
     t = time.perf_counter()
     progress.report("encode", 0.0)
-    model.encode(torch.from_numpy(framed.network_input()).to(dev))
+    images = framed[0].network_input() if len(framed) == 1 else np.concatenate([f.network_input()
+                                                                                 for f in framed])
+    model.encode(torch.from_numpy(images).to(dev))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds["encode"] = time.perf_counter() - t
     progress.report("encode", 1.0)
 
-    calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0).to(dev)
+    calib = torch.from_numpy(calibs).float().to(dev)
     spec = GridSpec(resolution, canonical.BOX_MIN, canonical.BOX_MAX)
     feature_pixels = model.config.feature_size ** 2
     expected_points = (resolution // 8 + 1) ** 3 + 2 * resolution ** 2  # R = 256 body: 155k measured
@@ -157,7 +244,8 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
     progress.report("mesh", 1.0, vertices=len(vertices), faces=len(faces))
 
     t = time.perf_counter()
-    colors, color_source, fast_c = _vertex_colors(model, framed, vertices, calib, dev, fast, chunk, progress)
+    colors, color_source, fast_c = _vertex_colors(model, framed[0], vertices, calib, dev, fast, chunk,
+                                                  progress)
     seconds["color"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_start
     stats = {
@@ -172,8 +260,7 @@ def _run(model: PIFu, framed: FramedImage, dev: torch.device, resolution: int, s
         "device": str(dev),
         "fast_query": {"occupancy": bool(fast_g), "color": bool(fast_c)},
         "color_source": color_source,
-        # With the crop, these map the mesh back into the source image's frame (evaluation, the demo).
-        "crop": {"top": framed.crop[0], "left": framed.crop[1], "side": framed.crop[2]},
+        "views": len(framed),
         "input_size": int(model.config.load_size),
     }
     return Reconstruction(vertices, faces, colors, stats)
@@ -183,13 +270,13 @@ def _vertex_colors(model: PIFu, framed: FramedImage, vertices: np.ndarray, calib
                    dev: torch.device, fast: bool | None, chunk: int,
                    progress: Progress) -> tuple[np.ndarray, str, bool]:
     """sRGB colour of every vertex (all of them, in chunks): the colour net's ``0.5 * c + 0.5``, or
-    without a colour net the input image at the vertex's projection (official ``gen_mesh``)."""
+    without a colour net the (first) input image at the vertex's projection (official ``gen_mesh``)."""
     n = len(vertices)
     out = np.empty((n, 3), dtype=np.float32)
     progress.report("color", 0.0)
     if model.net_c is None:
         image = torch.from_numpy(framed.rgb.transpose(2, 0, 1)[None].copy()).to(dev)
-        query = lambda pts: index(image, orthogonal(pts, calib)[:, :2])[0].t()  # noqa: E731
+        query = lambda pts: index(image, orthogonal(pts, calib[:1])[:, :2])[0].t()  # noqa: E731
         source, fast_c = "image", False
     else:
         fast_c = fast if fast is not None else fast_pays(model.net_c.surface_classifier,

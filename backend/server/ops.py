@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from avatex_core.canonical import calib_problem
 from backend.errors import AvatexError, InputError
 from backend.images import MAX_PIXELS, read_image
 from backend.server.jobs import Context, Job
@@ -139,8 +140,42 @@ def _file_key(path: Path | None) -> tuple | None:
     return str(path), stat.st_mtime_ns, stat.st_size
 
 
+MAX_VIEWS = 16
+"""Calibrated views one reconstruct request may send (PIFu was trained with up to 8)."""
+
+
+def _prepare_views(arrays: dict, args: dict) -> None:
+    """The multi-view request: ``views`` (V images of one size) with ``calibs`` (one per view) and
+    optionally ``masks``, instead of ``image``; V at most :data:`MAX_VIEWS`, all pixels together within
+    :data:`MAX_PIXELS`."""
+    if "views" not in arrays:
+        raise InputError("reconstruct: 'calibs' and 'masks' go with the 'views' array (V images)")
+    if "image" in arrays or args["image"] is not None or args["mask"] is not None or "mask" in arrays:
+        raise InputError("reconstruct: give either 'views' (+ 'calibs') or 'image' (+ 'mask'), not both")
+    if args.get("texture") is not None:
+        raise InputError("reconstruct: 'texture' bakes from one image; send 'image' or drop 'texture'")
+    v, height, width = arrays["views"].shape[:3]
+    if not 1 <= v <= MAX_VIEWS:
+        raise InputError(f"reconstruct: {v} views; send between 1 and {MAX_VIEWS}")
+    if height < 1 or width < 1 or v * height * width > MAX_PIXELS:
+        raise InputError(f"reconstruct: {v} views of {height} × {width} pixels; together they must have "
+                         f"between 1 and {MAX_PIXELS:,} pixels")
+    if "calibs" not in arrays or arrays["calibs"].shape[0] != v:
+        got = arrays["calibs"].shape[0] if "calibs" in arrays else 0
+        raise InputError(f"reconstruct: {v} views need {v} calibs (a 'calibs' array V × 4 × 4), got {got}")
+    if "masks" in arrays and arrays["masks"].shape != (v, height, width):
+        raise InputError(f"reconstruct: masks {list(arrays['masks'].shape)} and views "
+                         f"{list(arrays['views'].shape[:3])} differ in size")
+    for k, calib in enumerate(arrays["calibs"]):
+        problem = calib_problem(calib)
+        if problem is not None:
+            raise InputError(f"reconstruct: view {k}: {problem}")
+
+
 def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
-    if (args["image"] is None) == ("image" not in arrays):
+    if {"views", "calibs", "masks"} & set(arrays):
+        _prepare_views(arrays, args)
+    elif (args["image"] is None) == ("image" not in arrays):
         raise InputError("reconstruct: give the image either as the 'image' array (uint8 H×W×3/4) or as "
                          "the 'image' argument (a path under the server's roots), not both or neither")
     if args["mask"] is not None and "mask" in arrays:
@@ -182,13 +217,19 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     ctx.progress("loading", 0.0)
     # Handlers may write to their inputs; received frames are read-only, hence the copy.
     image = arrays.get("image")
-    image = read_image(ctx.resolve_path(args["image"], kind="file")) if image is None else np.array(image)
+    if image is None and "views" not in arrays:
+        image = read_image(ctx.resolve_path(args["image"], kind="file"))
+    elif image is not None:
+        image = np.array(image)
     mask = arrays.get("mask")
     if mask is not None:
         mask = np.array(mask)
     elif args["mask"] is not None:
         mask = read_image(ctx.resolve_path(args["mask"], kind="file"), "mask")
-    mask, mask_info, mask_arrays = _auto_mask(image, mask, args)
+    mask_info: dict = {"method": "given" if "masks" in arrays else "alpha"}
+    mask_arrays: dict[str, np.ndarray] = {}
+    if "views" not in arrays:
+        mask, mask_info, mask_arrays = _auto_mask(image, mask, args)
     paths = {k: ctx.resolve_path(args[k], kind="file") if args[k] else None
              for k in ("checkpoint", "net_g", "net_c")}
     if args.get("weights") is not None:   # the server's own weights folder (`avatex weights fetch`)
@@ -203,8 +244,17 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     if args.get("texture") is not None:
         result, arrays = _reconstruct_textured(model, image, mask, args, ctx)
         return {**result, "mask": mask_info}, {**arrays, **mask_arrays}
-    rec = reconstruct(model, image, mask, resolution=args["resolution"], device=ctx.device,
-                      progress=ctx.job_progress)
+    if "views" in arrays:
+        from backend.recon import View, reconstruct_views
+
+        masks = arrays.get("masks")
+        views = [View(np.array(img), np.array(arrays["calibs"][k]),
+                      None if masks is None else np.array(masks[k])) for k, img in enumerate(arrays["views"])]
+        rec = reconstruct_views(model, views, resolution=args["resolution"], device=ctx.device,
+                                progress=ctx.job_progress)
+    else:
+        rec = reconstruct(model, image, mask, resolution=args["resolution"], device=ctx.device,
+                          progress=ctx.job_progress)
     vertices = np.ascontiguousarray(rec.vertices, dtype=np.float32)
     faces = np.ascontiguousarray(rec.faces, dtype=np.int32)
     colors = np.ascontiguousarray(rec.colors, dtype=np.float32)
@@ -318,6 +368,10 @@ def _colors01(colors: np.ndarray) -> np.ndarray:
 
 _IMAGE = ArraySpec(("uint8",), (None, None, (3, 4)), doc="RGB or RGBA image, sRGB")
 _MASK = ArraySpec(("uint8", "bool", "float32"), (None, None), doc="foreground mask (0/255, bool or 0..1)")
+_VIEWS = ArraySpec(("uint8",), (None, None, None, (3, 4)),
+                   doc="V calibrated views (RGBA: alpha is the mask), one size; with 'calibs'")
+_CALIBS = ArraySpec(("float32", "float64"), (None, 4, 4), doc="one calib per view (canonical -> image)")
+_MASKS = ArraySpec(("uint8", "bool", "float32"), (None, None, None), doc="one mask per view (else the alpha)")
 _V3 = ArraySpec(("float32", "float64"), (None, 3))
 _C3 = ArraySpec(("float32", "uint8"), (None, 3), doc="sRGB colours in [0,1] (float32) or 0..255 (uint8)")
 
@@ -328,7 +382,8 @@ _OPERATIONS = (
     Operation("ping", op_ping, "Liveness check (the client's heartbeat).", result="time"),
     Operation("echo", op_echo, "Returns its data and arrays unchanged (diagnostics, benchmarks).",
               args={"data": Arg("any", doc="any JSON value")}, arrays=None, result="data, arrays"),
-    Operation("reconstruct", op_reconstruct, "Single-image PIFu reconstruction to a coloured mesh.",
+    Operation("reconstruct", op_reconstruct, "PIFu reconstruction to a coloured mesh from one image, or from "
+              "several calibrated views (PIFu's multi-view mode).",
               args={"image": Arg("str", doc="image path under a root (or send the 'image' array)"),
                     "mask": Arg("str", doc="mask path; default: the image's alpha, else an automatic "
                                            "person mask"),
@@ -355,11 +410,10 @@ _OPERATIONS = (
                                               "visible side, or the net plus the image's fine detail"),
                     "overwrite": Arg("bool", default=False, doc="replace an existing 'out' file"),
                     "timeout_s": _TIMEOUT},
-              arrays={"image": _IMAGE, "mask": _MASK},
+              arrays={"image": _IMAGE, "mask": _MASK, "views": _VIEWS, "calibs": _CALIBS, "masks": _MASKS},
               result="vertices, faces, stats, saved, mask{method, note}; arrays vertices f32 (N,3), "
-                     "faces i32 "
-                     "(F,3), colors f32 (N,3); with texture also uv f32 (N,2) and texture u8 (S,S,3); "
-                     "with an automatic mask also mask u8 (H,W)",
+                     "faces i32 (F,3), colors f32 (N,3); with texture also uv f32 (N,2) and texture u8 "
+                     "(S,S,3); with an automatic mask also mask u8 (H,W)",
               job=True, device=True, prepare=prepare_reconstruct,
               requires=("backend.models", "backend.recon")),
     Operation("evaluate", op_evaluate, "PATD / PIPATD of a coloured mesh against its ground truth.",

@@ -275,7 +275,7 @@ TRAIN_CONFIG: dict[str, Arg] = {
     "model": _NAME, "model_overrides": Arg("dict", fields=MODEL_CONFIG),
     "stage": _NAME, "loss": _NAME, "w_l1": _real(1e3), "w_ssim": _real(1e3), "ssim_variant": _NAME,
     "ssim_range": _NAME, "occupancy_loss": _NAME, "steps": _count(100_000_000),
-    "epochs": _real(1e6, 1e-9), "batch": _count(64), "lr": _real(10.0, 1e-12),
+    "epochs": _real(1e6, 1e-9), "batch": _count(64), "num_views": _count(16), "lr": _real(10.0, 1e-12),
     "lr_decay_at": Arg("list", max_len=32, items=_real(1.0)), "lr_gamma": _real(1.0, 1e-12),
     "grad_clip": _real(1e9, 1e-12), "points_geometry": _count(200_000), "points_color": _count(200_000),
     "patches": _count(20_000), "patch_k": _count(16, 2), "patch_spacing": _real(1.0, 1e-9),

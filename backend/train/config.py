@@ -78,6 +78,9 @@ class TrainConfig:
     """passes over the training items"""
     batch: int = 2
     """global batch size"""
+    num_views: int = 1
+    """calibrated views per item (PIFu's num_views): the item's view and others evenly spaced around the
+    subject, fused inside the MLPs"""
     lr: float = 1e-3
     """learning rate"""
     lr_decay_at: list[float] = field(default_factory=list)
@@ -172,7 +175,7 @@ class TrainConfig:
             p.append(f"steps must be >= 1, got {self.steps}")
         if self.epochs is not None and not self.epochs > 0:
             p.append(f"epochs must be > 0, got {self.epochs}")
-        for name in ("batch", "points_geometry", "points_color", "patches", "dense_samples",
+        for name in ("batch", "num_views", "points_geometry", "points_color", "patches", "dense_samples",
                      "pool_surface", "pool_uniform", "log_every", "checkpoint_every", "keep_checkpoints",
                      "val_every", "val_max_vertices", "val_gt_samples", "val_resolution"):
             value = getattr(self, name)

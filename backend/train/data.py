@@ -129,15 +129,31 @@ class TrainItems(torch.utils.data.Dataset):
     def __getitem__(self, g: int) -> dict[str, torch.Tensor]:
         sid, view, level = self.item_of(g)
         rng = np.random.default_rng([self.cfg.seed, int(g)])
-        image, mask = image_tensors(self.source.rgba(sid, view, level), self.image_size)
-        out: dict[str, torch.Tensor] = {
-            "image": image, "mask": mask,
-            "calib": torch.as_tensor(self.source.calib(sid, view), dtype=torch.float32),
-            "index": torch.tensor(int(g)),
-        }
+        if self.cfg.num_views == 1:
+            image, mask = image_tensors(self.source.rgba(sid, view, level), self.image_size)
+            calib = torch.as_tensor(self.source.calib(sid, view), dtype=torch.float32)
+        else:
+            # [V, ...] per item; the objective flattens the batch to the nets' [B*V, ...] layout.
+            ks = spread_views(self.source.views(sid), view, self.cfg.num_views, sid)
+            views = [image_tensors(self.source.rgba(sid, k, level), self.image_size) for k in ks]
+            image, mask = torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
+            calib = torch.stack([torch.as_tensor(self.source.calib(sid, k), dtype=torch.float32) for k in ks])
+        out: dict[str, torch.Tensor] = {"image": image, "mask": mask, "calib": calib,
+                                        "index": torch.tensor(int(g))}
         subj = self.subject(sid)
         out.update(sample_points(subj, self.cfg, self.layout, rng))
         return out
+
+
+def spread_views(available: Sequence[int], view: int, num_views: int, sid: str = "") -> list[int]:
+    """``view`` and ``num_views - 1`` more of the subject's views, evenly spaced around its list, as the
+    official multi-view training picks them (offsets of ``len // num_views`` positions)."""
+    available = list(available)
+    if num_views > len(available):
+        raise InputError(f"num_views = {num_views} but subject {sid} has {len(available)} rendered view(s)")
+    start = available.index(view)
+    step = len(available) // num_views
+    return [available[(start + step * k) % len(available)] for k in range(num_views)]
 
 
 def sample_points(subj: SubjectSampling, cfg: TrainConfig, layout: Layout, rng: np.random.Generator

@@ -298,6 +298,8 @@ class Objective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, net_g, net_c = self.cfg, self.model.net_g, self.model.net_c
         images, calibs = batch["image"], batch["calib"]
+        if images.dim() == 5:   # several views per item: [B, V, ...] -> the nets' [B*V, ...]
+            images, calibs = images.flatten(0, 1), calibs.flatten(0, 1)
         out: dict[str, torch.Tensor] = {}
         if cfg.trains_geometry:
             net_g.filter(images)
