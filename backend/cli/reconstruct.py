@@ -5,7 +5,9 @@ alpha channel unless --mask is given. Weights: an avatex checkpoint (--checkpoin
 files (--net-g, optionally --net-c; without a colour net the vertex colours come from the image).
 Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up, facing +z). With
 --texture SIZE it writes a decimated mesh with a UV texture baked from the colour field instead: GLB, or
-OBJ + MTL + PNG (docs/api.md, "Textured output").
+OBJ + MTL + PNG (docs/api.md, "Textured output"). --model pifuhd reconstructs with the multi-level PIFuHD
+(its release-layout file as --checkpoint, default the fetched weights), framed at 1024², coloured by the
+PIFu colour net of --color-checkpoint or else from the image (docs/models.md, "PIFuHD").
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import sys
 from pathlib import Path
 
 HELP = "reconstruct a coloured mesh from one image (PIFu)"
-PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out")
+PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "color_checkpoint", "out")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="input image (PNG/JPG; RGBA alpha is the mask)")
     parser.add_argument("--mask", type=Path, default=None, help="subject mask image (white = subject)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="avatex checkpoint")
+    parser.add_argument("--model", choices=("pifu", "pifuhd"), default="pifu",
+                        help="pifu (default) or pifuhd, the multi-level model")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="avatex checkpoint (with --model pifuhd: a pifuhd.pt in the release layout)")
+    parser.add_argument("--color-checkpoint", type=Path, default=None,
+                        help="with --model pifuhd: avatex PIFu checkpoint whose colour net colours the mesh")
     parser.add_argument("--net-g", type=Path, default=None, help="official PIFu net_G file")
     parser.add_argument("--net-c", type=Path, default=None, help="official PIFu net_C file")
     parser.add_argument("--out", type=Path, required=True,
@@ -50,7 +57,18 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--faces must be at least 100, got {args.faces}")
     elif args.out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(f"--out must end in .ply or .obj (.glb needs --texture), got {args.out.name!r}")
-    if args.checkpoint is None and args.net_g is None:
+    if args.model == "pifuhd":
+        if args.net_g is not None or args.net_c is not None:
+            raise InputError("--net-g/--net-c are PIFu files; --model pifuhd takes --checkpoint PIFUHD.pt")
+        if args.texture is not None:
+            raise InputError("--texture is not available with --model pifuhd yet; write a .ply/.obj")
+        if args.checkpoint is None:
+            from backend.models.pifuhd import default_checkpoint
+
+            args.checkpoint = default_checkpoint()
+    elif args.color_checkpoint is not None:
+        raise InputError("--color-checkpoint is for --model pifuhd (PIFu has its own colour net)")
+    elif args.checkpoint is None and args.net_g is None:
         raise InputError("give the weights: --checkpoint CKPT, or --net-g NET_G [--net-c NET_C]")
     if args.checkpoint is not None and (args.net_g is not None or args.net_c is not None):
         raise InputError("give either --checkpoint or --net-g/--net-c, not both")
@@ -70,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
     from backend.models.checkpoint import load_checkpoint, load_official
     from backend.recon import reconstruct
 
-    if args.checkpoint is not None:
+    if args.model == "pifuhd":
+        from backend.recon.pifuhd import load_pifuhd_recon
+
+        model = load_pifuhd_recon(args.checkpoint, args.color_checkpoint, device=args.device)
+    elif args.checkpoint is not None:
         model, _ = load_checkpoint(args.checkpoint, device=args.device)
     else:
         model = load_official(args.net_g, args.net_c, upsample=args.upsample, device=args.device)

@@ -147,12 +147,22 @@ def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
         raise InputError("reconstruct: give the mask as an array or as a path, not both")
     if args["checkpoint"] is not None and (args["net_g"] or args["net_c"]):
         raise InputError("reconstruct: give either 'checkpoint' or 'net_g'/'net_c', not both")
+    if args["model"] == "pifuhd":
+        if args["net_g"] or args["net_c"] or args.get("texture") is not None:
+            raise InputError("reconstruct: model 'pifuhd' takes 'checkpoint' (a pifuhd.pt) and optionally "
+                             "'color_checkpoint', not 'net_g'/'net_c' or 'texture'")
+        if args["checkpoint"] is None:
+            from backend.models.pifuhd import default_checkpoint
+
+            args["checkpoint"] = str(default_checkpoint())
+    elif args["color_checkpoint"] is not None:
+        raise InputError("reconstruct: 'color_checkpoint' is for model 'pifuhd'")
     if args["net_c"] is not None and args["net_g"] is None:
         raise InputError("reconstruct: 'net_c' needs 'net_g' too")
     if args["checkpoint"] is None and args["net_g"] is None:
         raise InputError("reconstruct: no model given: pass 'checkpoint' (an avatex checkpoint) or "
                          "'net_g' (+ 'net_c', the official PIFu files)")
-    for key in ("image", "mask", "checkpoint", "net_g", "net_c"):
+    for key in ("image", "mask", "checkpoint", "net_g", "net_c", "color_checkpoint"):
         if args[key] is not None:
             ctx.resolve_path(args[key], kind="file")
     if args["out"] is not None:
@@ -187,10 +197,16 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     elif args["mask"] is not None:
         mask = read_image(ctx.resolve_path(args["mask"], kind="file"), "mask")
     paths = {k: ctx.resolve_path(args[k], kind="file") if args[k] else None
-             for k in ("checkpoint", "net_g", "net_c")}
-    key = (tuple(_file_key(p) for p in paths.values()), str(ctx.device))
-    model = MODELS.get(key, lambda: load_models(checkpoint=paths["checkpoint"], net_g=paths["net_g"],
-                                                net_c=paths["net_c"], device=ctx.device))
+             for k in ("checkpoint", "net_g", "net_c", "color_checkpoint")}
+    key = (args["model"], tuple(_file_key(p) for p in paths.values()), str(ctx.device))
+    if args["model"] == "pifuhd":
+        from backend.recon.pifuhd import load_pifuhd_recon
+
+        model = MODELS.get(key, lambda: load_pifuhd_recon(paths["checkpoint"], paths["color_checkpoint"],
+                                                          device=ctx.device))
+    else:
+        model = MODELS.get(key, lambda: load_models(checkpoint=paths["checkpoint"], net_g=paths["net_g"],
+                                                    net_c=paths["net_c"], device=ctx.device))
     ctx.check_stop()
     if args.get("texture") is not None:
         return _reconstruct_textured(model, image, mask, args, ctx)
@@ -305,7 +321,10 @@ _OPERATIONS = (
     Operation("reconstruct", op_reconstruct, "Single-image PIFu reconstruction to a coloured mesh.",
               args={"image": Arg("str", doc="image path under a root (or send the 'image' array)"),
                     "mask": Arg("str", doc="mask path; default: the image's alpha"),
+                    "model": Arg("str", default="pifu", choices=("pifu", "pifuhd"),
+                                 doc="pifu, or pifuhd (checkpoint: a pifuhd.pt; default: fetched)"),
                     "checkpoint": Arg("str", doc="project checkpoint path"),
+                    "color_checkpoint": Arg("str", doc="pifuhd: PIFu checkpoint whose colour net colours"),
                     "net_g": Arg("str", doc="official net_G path"),
                     "net_c": Arg("str", doc="official net_C path"),
                     "resolution": Arg("int", default=256, minimum=16, maximum=1024),
