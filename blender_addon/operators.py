@@ -155,7 +155,7 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
         except images.ImageError as exc:
             return _fail(self, str(exc))
         args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}
-        if s.model == "pifuhd":
+        if s.recon_model == "pifuhd":
             args.update(model="pifuhd", color_checkpoint=_abspath(s.color_checkpoint) or None)
             if s.texture != "NONE":
                 return _fail(self, "PIFuHD gives vertex colours only: set Texture to Vertex colours")

@@ -139,9 +139,9 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
                 col.template_ID(s, "mask_image", open="image.open")
             else:
                 col.prop(s, "mask_path")
-        col.prop(s, "model")
+        col.prop(s, "recon_model")
         col.prop(s, "checkpoint")
-        if s.model == "pifuhd":
+        if s.recon_model == "pifuhd":
             col.prop(s, "color_checkpoint")
         col.prop(s, "resolution")
         col.prop(s, "texture")

@@ -48,7 +48,7 @@ class AvatexSettings(bpy.types.PropertyGroup):
     mask_path: StringProperty(name="Mask", subtype="FILE_PATH",
                               description="Foreground mask: white where the person is")
     mask_image: PointerProperty(name="Mask", type=bpy.types.Image)
-    model: EnumProperty(
+    recon_model: EnumProperty(
         name="Model", default="pifu",
         items=[("pifu", "PIFu", "Single-level PIFu (512² input) with its colour net"),
                ("pifuhd", "PIFuHD", "Multi-level PIFuHD (1024² input); checkpoint: a pifuhd.pt, empty: the "

@@ -15,7 +15,14 @@ from avatex_core.render_settings import RenderSettings
 from backend.data.dataset import Dataset
 from backend.errors import InputError
 from backend.models.pifuhd import PIFuHD, small_options
-from backend.train.pifuhd import HDTrainSettings, normal_loss, train_fine, train_normals, weighted_bce
+from backend.train.pifuhd import (
+    HDTrainSettings,
+    normal_loss,
+    train_coarse,
+    train_fine,
+    train_normals,
+    weighted_bce,
+)
 from tests.conftest import ROOT
 
 AVATARS = ROOT / "tests" / "fixtures" / "avatars"
@@ -83,6 +90,10 @@ def test_normal_nets_and_fine_level_train_from_the_dataset(normals_data):
     model = PIFuHD(*small_options(64, normal_ngf=8))
     losses = train_normals(model, normals_data, HDTrainSettings(steps=40, batch=2, lr=2e-3))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    normal_nets = {k: v.clone() for k, v in model.netG.netF.state_dict().items()}
+    losses = train_coarse(model, normals_data, HDTrainSettings(steps=30, batch=2, lr=1e-3, points=1000))
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
+    assert all(torch.equal(v, model.netG.netF.state_dict()[k]) for k, v in normal_nets.items())
     coarse = {k: v.clone() for k, v in model.netG.state_dict().items()}
     fine_before = model.mlp.filters[0].weight.clone()
     losses = train_fine(model, normals_data, HDTrainSettings(steps=40, batch=2, lr=1e-3, points=1000))

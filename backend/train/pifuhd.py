@@ -1,5 +1,6 @@
 """Training what the PIFuHD release does not ship: its fine level and its normal nets (docs/models.md).
 
+* **Coarse level** (filter + MLP, fed the normal nets' predictions) for a model built from scratch.
 * **Fine level** on top of a frozen coarse level (the official ``train_full_pifu=False`` mode): items
   of an avatex dataset at the fine input size, the coarse level fed the same image area-resized, and
   the paper's λ-weighted binary cross-entropy on PIFu's geometry samples (uniform plus
@@ -75,39 +76,63 @@ def normal_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w_
 
 
 def train_fine(model: PIFuHD, data: str | Path, settings: HDTrainSettings, *,
-               cache_dir: str | Path | None = None,
-               device: str | torch.device = "cpu", progress: Progress = NULL) -> list[float]:
+               cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+               progress: Progress = NULL) -> list[float]:
     """Train the fine level (``image_filter`` + ``mlp``) with the coarse level frozen; returns the
     loss of every step. The model is left in eval mode on ``device``."""
+    return _train_level(model, data, settings, "fine", cache_dir, device, progress)
+
+
+def train_coarse(model: PIFuHD, data: str | Path, settings: HDTrainSettings, *,
+                 cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 progress: Progress = NULL) -> list[float]:
+    """Train the coarse level's filter and MLP (the release ships it trained; a model built from
+    scratch needs it before its fine level), fed the normal nets' predictions as at inference."""
+    return _train_level(model, data, settings, "coarse", cache_dir, device, progress)
+
+
+def _train_level(model: PIFuHD, data: str | Path, settings: HDTrainSettings, level: str,
+                 cache_dir: str | Path | None, device: str | torch.device, progress: Progress) -> list[float]:
     dev = torch.device(device)
-    model.to(dev).train()
-    model.coarse_frozen = True
-    model.netG.requires_grad_(False)
-    params = [*model.image_filter.parameters(), *model.mlp.parameters()]
-    opt = torch.optim.Adam(params, lr=settings.lr)
+    model.to(dev)
+    coarse = level == "coarse"
+    trained = [model.netG.image_filter, model.netG.mlp] if coarse else [model.image_filter, model.mlp]
+    model.requires_grad_(False)
+    for m in trained:
+        m.requires_grad_(True)
+    opt = torch.optim.Adam([p for m in trained for p in m.parameters()], lr=settings.lr)
     cfg = TrainConfig.from_dict({"data": str(data), "out": "", "stage": "geometry", "seed": settings.seed,
                                  "points_geometry": settings.points, "progress_bar": False})
+    size = model.opt_netG.loadSize if coarse else model.load_size
+    small = model.opt_netG.loadSize
+    losses = []
     with tempfile.TemporaryDirectory() as tmp:
-        ds = TrainItems(cfg, train_items(_source(data), settings.levels), model.load_size,
+        ds = TrainItems(cfg, train_items(_source(data), settings.levels), size,
                         Path(cache_dir) if cache_dir else Path(tmp))
-        small = model.opt_netG.loadSize
-        losses = []
         for step in range(settings.steps):
             progress.check("PIFuHD training cancelled")
             batch = [ds[step * settings.batch + j] for j in range(settings.batch)]
-            img_big = torch.stack([b["image"] for b in batch]).to(dev)
+            img = torch.stack([b["image"] for b in batch]).to(dev)
             pts = torch.stack([b["geo_points"] for b in batch]).to(dev)
             lab = torch.stack([b["geo_labels"] for b in batch]).to(dev)
             calib = torch.stack([b["calib"] for b in batch]).to(dev)
-            model.encode(img_big, F.interpolate(img_big, size=(small, small), mode="area"))
-            model.query(pts, calib)
-            loss = sum(weighted_bce(p, lab) for p in model.preds_list) / len(model.preds_list)
+            if coarse:
+                model.netG.train()
+                model.netG.filter(img)
+                model.netG.query(pts, calib)
+                preds = model.netG.preds_list
+            else:
+                model.train()
+                model.encode(img, F.interpolate(img, size=(small, small), mode="area"))
+                model.query(pts, calib)
+                preds = model.preds_list
+            loss = sum(weighted_bce(p, lab) for p in preds) / len(preds)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss))
             progress.report("train", (step + 1) / settings.steps, step=step + 1, loss=losses[-1])
-    model.netG.requires_grad_(True)
+    model.requires_grad_(True)
     model.eval()
     return losses
 
