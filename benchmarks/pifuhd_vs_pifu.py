@@ -45,17 +45,21 @@ from backend.train.data import TrainItems, train_items  # noqa: E402
 from backend.train.pifuhd import HDTrainSettings, train_coarse, train_fine, train_normals  # noqa: E402
 from backend.train.source import open_source  # noqa: E402
 
+DENSE = 50_000   # per-subject sampling pool, shared by both models through one cache folder
 
-def train_pifu(data: Path, steps: int, batch: int, points: int, lr: float, seed: int) -> tuple[PIFu, list]:
+
+def train_pifu(data: Path, steps: int, batch: int, points: int, lr: float, seed: int, cache: Path
+               ) -> tuple[PIFu, list]:
     torch.manual_seed(seed)
     model = PIFu(ModelConfig.small(), with_color=False)
     model.train()
     opt = torch.optim.Adam(model.net_g.parameters(), lr=lr)
-    cfg = TrainConfig.from_dict({"data": str(data), "out": "", "stage": "geometry", "seed": seed,
-                                 "points_geometry": points, "progress_bar": False})
     losses = []
     with tempfile.TemporaryDirectory() as tmp:
-        ds = TrainItems(cfg, train_items(open_source(str(data)), None), model.config.load_size, Path(tmp))
+        cfg = TrainConfig.from_dict({"data": str(data), "out": str(Path(tmp) / "run"), "stage": "geometry",
+                                     "seed": seed, "points_geometry": points, "dense_samples": DENSE,
+                                     "progress_bar": False})
+        ds = TrainItems(cfg, train_items(open_source(str(data)), None), model.config.load_size, cache)
         for step in range(steps):
             b = [ds[step * batch + j] for j in range(batch)]
             model.encode(torch.stack([x["image"] for x in b]), channels_last=False)
@@ -65,7 +69,7 @@ def train_pifu(data: Path, steps: int, batch: int, points: int, lr: float, seed:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     model.eval()
     return model, losses
 
@@ -106,14 +110,18 @@ def main() -> None:
         raise SystemExit(f"held-out subjects are in the training set: {sorted(overlap)}")
 
     t = time.perf_counter()
-    pifu, pifu_losses = train_pifu(args.train, 3 * args.steps, args.batch, args.points, args.lr, args.seed)
+    cache = Path(tempfile.mkdtemp(prefix="pifuhd-vs-pifu-"))
+    pifu, pifu_losses = train_pifu(args.train, 3 * args.steps, args.batch, args.points, args.lr, args.seed,
+                                   cache)
     pifu_train_s = time.perf_counter() - t
     torch.manual_seed(args.seed)
     hd = PIFuHD(*small_options(128, normal_ngf=16))
-    s = HDTrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, points=args.points, seed=args.seed)
+    s = HDTrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, points=args.points, seed=args.seed,
+                        dense_samples=DENSE)
     t = time.perf_counter()
-    hd_losses = {"normals": train_normals(hd, args.train, s), "coarse": train_coarse(hd, args.train, s),
-                 "fine": train_fine(hd, args.train, s)}
+    hd_losses = {"normals": train_normals(hd, args.train, s),
+                 "coarse": train_coarse(hd, args.train, s, cache_dir=cache),
+                 "fine": train_fine(hd, args.train, s, cache_dir=cache)}
     hd_train_s = time.perf_counter() - t
 
     result = {

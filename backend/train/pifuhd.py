@@ -47,6 +47,8 @@ class HDTrainSettings:
     """Weight of the gradient L1 in the normal loss (the perceptual-loss substitute)."""
     seed: int = 0
     levels: tuple[str, ...] | None = None
+    dense_samples: int = 200_000
+    """Per-subject inside/outside samples the geometry sampler is built from (as TrainConfig)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.points < 16 or not self.lr > 0:
@@ -101,12 +103,14 @@ def _train_level(model: PIFuHD, data: str | Path, settings: HDTrainSettings, lev
     for m in trained:
         m.requires_grad_(True)
     opt = torch.optim.Adam([p for m in trained for p in m.parameters()], lr=settings.lr)
-    cfg = TrainConfig.from_dict({"data": str(data), "out": "", "stage": "geometry", "seed": settings.seed,
-                                 "points_geometry": settings.points, "progress_bar": False})
     size = model.opt_netG.loadSize if coarse else model.load_size
     small = model.opt_netG.loadSize
     losses = []
     with tempfile.TemporaryDirectory() as tmp:
+        # nothing is written to "out": TrainItems only reads the dataset (and caches under cache_dir)
+        cfg = TrainConfig.from_dict({"data": str(data), "out": str(Path(tmp) / "run"), "stage": "geometry",
+                                     "seed": settings.seed, "points_geometry": settings.points,
+                                     "dense_samples": settings.dense_samples, "progress_bar": False})
         ds = TrainItems(cfg, train_items(_source(data), settings.levels), size,
                         Path(cache_dir) if cache_dir else Path(tmp))
         for step in range(settings.steps):
@@ -130,7 +134,7 @@ def _train_level(model: PIFuHD, data: str | Path, settings: HDTrainSettings, lev
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             progress.report("train", (step + 1) / settings.steps, step=step + 1, loss=losses[-1])
     model.requires_grad_(True)
     model.eval()
@@ -189,7 +193,7 @@ def train_normals(model: PIFuHD, data: str | Path, settings: HDTrainSettings, *,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         progress.report("train", (step + 1) / settings.steps, step=step + 1, loss=losses[-1])
     model.eval()
     return losses
