@@ -192,6 +192,8 @@ def test_cli_and_server_reconstruct_with_model_pifuhd(hd_file, image, tmp_path, 
         colored = client.call("reconstruct", {"model": "pifuhd", "checkpoint": "pifuhd.pt", "resolution": 32,
                                               "color_checkpoint": "color.pt"}, {"image": image}, timeout=300)
         assert colored.result["stats"]["color_source"] == "color-net"
+        with pytest.raises(BackendError, match="no PIFuHD weights: give --checkpoint PATH"):
+            client.call("reconstruct", {"model": "pifuhd"}, {"image": image}, timeout=60)
         with pytest.raises(BackendError, match="color_checkpoint' is for model 'pifuhd'"):
             client.call("reconstruct", {"checkpoint": "color.pt", "color_checkpoint": "color.pt"},
                         {"image": image}, timeout=60)

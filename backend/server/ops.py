@@ -151,15 +151,15 @@ def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
         if args["net_g"] or args["net_c"] or args.get("texture") is not None:
             raise InputError("reconstruct: model 'pifuhd' takes 'checkpoint' (a pifuhd.pt) and optionally "
                              "'color_checkpoint', not 'net_g'/'net_c' or 'texture'")
-        if args["checkpoint"] is None:
+        if args["checkpoint"] is None:   # the fetched weights (outside the roots by design); fail early
             from backend.models.pifuhd import default_checkpoint
 
-            args["checkpoint"] = str(default_checkpoint())
+            default_checkpoint()
     elif args["color_checkpoint"] is not None:
         raise InputError("reconstruct: 'color_checkpoint' is for model 'pifuhd'")
     if args["net_c"] is not None and args["net_g"] is None:
         raise InputError("reconstruct: 'net_c' needs 'net_g' too")
-    if args["checkpoint"] is None and args["net_g"] is None:
+    if args["checkpoint"] is None and args["net_g"] is None and args["model"] != "pifuhd":
         raise InputError("reconstruct: no model given: pass 'checkpoint' (an avatex checkpoint) or "
                          "'net_g' (+ 'net_c', the official PIFu files)")
     for key in ("image", "mask", "checkpoint", "net_g", "net_c", "color_checkpoint"):
