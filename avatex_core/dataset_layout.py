@@ -8,6 +8,8 @@ Layout (documented for users in docs/dataset.md; read by ``backend.data.dataset`
       subjects/<sid>/mesh.ply          GT mesh with vertex colours, or mesh.obj + mesh.mtl + textures
       subjects/<sid>/views/v000/       one folder per view
           albedo.png                   unlit colours, RGBA (alpha = mask)
+          normals_front.png            optional (--normals): camera-space normals, RGB = 0.5 n + 0.5
+          normals_back.png             optional: the same seen from behind (yaw + 180°), as rendered
           <level>.png                  lit render per level, RGBA (alpha = mask)
           view.json                    calib, yaw/pitch, per-image light + seed: the commit marker
 
@@ -38,6 +40,8 @@ SUBJECT_JSON = "subject.json"
 VIEWS = "views"
 VIEW_JSON = "view.json"
 ALBEDO = "albedo"
+NORMALS_FRONT = "normals_front"
+NORMALS_BACK = "normals_back"
 SUBJECT_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".fbx", ".blend")
 TMP_MARK = ".tmp-"  # avatex_core.atomic's marker for temporaries
 

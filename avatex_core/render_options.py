@@ -20,7 +20,7 @@ _PASS_THROUGH = (
     ("--device", "device", "value"), ("--samples", "samples", "value"),
     ("--albedo-samples", "albedo_samples", "value"), ("--no-denoise", "no_denoise", "flag"),
     ("--seed", "seed", "value"), ("--up", "up", "value"), ("--test-fraction", "test_fraction", "value"),
-    ("--shard", "shard", "value"), ("--threads", "threads", "value"),
+    ("--shard", "shard", "value"), ("--threads", "threads", "value"), ("--normals", "normals", "flag"),
 )
 
 
@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser, meshes_required: bool = True) -> N
     p.add_argument("--samples", type=int, default=16, help="Cycles samples per lit image (default 16)")
     p.add_argument("--albedo-samples", type=int, default=16, help="samples per albedo image (default 16)")
     p.add_argument("--no-denoise", action="store_true", help="do not denoise lit images (OIDN)")
+    p.add_argument("--normals", action="store_true",
+                   help="also render front/back camera-space normal maps per view (PIFuHD training)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed: lights and render noise (default 0)")
     p.add_argument("--up", choices=("auto", "y", "z"), default="auto",
                    help="up axis of the subjects (default auto: the longer of y and z)")

@@ -61,6 +61,8 @@ class RenderSettings:
     seed: int = 0
     up: str = "auto"
     test_fraction: float = 0.1
+    normals: bool = False
+    """Also render front/back normal maps per view (PIFuHD's normal-net targets)."""
     # Speed only (not part of the identity):
     device: str = "auto"
     threads: int = 0
@@ -122,6 +124,7 @@ class RenderSettings:
             "up": self.up,
             "test_fraction": float(self.test_fraction),
             "camera_distance": CAMERA_DISTANCE,
+            **({"normals": True} if self.normals else {}),   # absent when off: older identities hold
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +142,7 @@ class RenderSettings:
             level_defs=defs, engine=str(d.get("engine", "cycles")), samples=int(d.get("samples", 16)),
             albedo_samples=int(d.get("albedo_samples", 16)), denoise=bool(d.get("denoise", True)),
             seed=int(d.get("seed", 0)), up=str(d.get("up", "auto")),
-            test_fraction=float(d.get("test_fraction", 0.1)),
+            test_fraction=float(d.get("test_fraction", 0.1)), normals=bool(d.get("normals", False)),
             device=str(d.get("device", "auto")), threads=int(d.get("threads", 0)),
         )
 
@@ -157,4 +160,5 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
                           resolution=args.resolution, levels=levels, level_defs=defs, engine=args.engine,
                           samples=args.samples, albedo_samples=args.albedo_samples,
                           denoise=not args.no_denoise, seed=args.seed, up=args.up,
-                          test_fraction=args.test_fraction, device=args.device, threads=args.threads)
+                          test_fraction=args.test_fraction, normals=bool(getattr(args, "normals", False)),
+                          device=args.device, threads=args.threads)

@@ -74,7 +74,15 @@ def _verify_pifu(paths: dict[str, Path]) -> str:
     return f"strict load into PIFu (official options, colour norm {model.config.norm_color})"
 
 
-VERIFIERS: dict[str, Verifier] = {"pifu": _verify_pifu}
+def _verify_pifuhd(paths: dict[str, Path]) -> str:
+    from backend.models.pifuhd import verify_pifuhd
+
+    summary = verify_pifuhd(paths["pifuhd.pt"])
+    return (f"strict load into PIFuHD ({summary['parameters']:,} parameters, normal nets "
+            f"{'/'.join(summary['normal_nets']) or 'none'}, {summary['fine_size']}² fine level)")
+
+
+VERIFIERS: dict[str, Verifier] = {"pifu": _verify_pifu, "pifuhd": _verify_pifuhd}
 
 
 def register_verifier(release: str, verifier: Verifier) -> None:
@@ -255,3 +263,12 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def pifuhd_checkpoint(folder: str | Path | None = None) -> Path:
+    """The fetched ``pifuhd.pt``, the PIFuHD default; torch-free, so the server can check it on its socket
+    loop. :class:`NotAvailableError` says how to get it."""
+    try:
+        return installed("pifuhd", folder)["pifuhd.pt"]
+    except NotAvailableError as exc:
+        raise NotAvailableError(f"no PIFuHD weights: give --checkpoint PATH, or {exc}") from None

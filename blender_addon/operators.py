@@ -156,7 +156,11 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
         except images.ImageError as exc:
             return _fail(self, str(exc))
         args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}
-        if s.texture != "NONE":
+        if s.recon_model == "pifuhd":
+            args.update(model="pifuhd", color_checkpoint=_abspath(s.color_checkpoint) or None)
+            if s.texture != "NONE":
+                return _fail(self, "PIFuHD gives vertex colours only: set Texture to Vertex colours")
+        elif s.texture != "NONE":
             args.update(texture=int(s.texture), faces=s.texture_faces, texture_detail=s.texture_detail)
         meta = {"avatex_kind": "reconstruction", "avatex_image": name,
                 "avatex_checkpoint": args["checkpoint"] or ""}

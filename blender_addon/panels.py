@@ -143,7 +143,10 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
                 col.template_ID(s, "mask_image", open="image.open")
             else:
                 col.prop(s, "mask_path")
+        col.prop(s, "recon_model")
         col.prop(s, "checkpoint")
+        if s.recon_model == "pifuhd":
+            col.prop(s, "color_checkpoint")
         col.prop(s, "resolution")
         col.prop(s, "texture")
         if s.texture != "NONE":

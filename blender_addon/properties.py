@@ -51,6 +51,16 @@ class AvatexSettings(bpy.types.PropertyGroup):
     mask_path: StringProperty(name="Mask", subtype="FILE_PATH",
                               description="Foreground mask: white where the person is")
     mask_image: PointerProperty(name="Mask", type=bpy.types.Image)
+    recon_model: EnumProperty(
+        name="Model", default="pifu",
+        items=[("pifu", "PIFu", "Single-level PIFu (512² input) with its colour net"),
+               ("pifuhd", "PIFuHD", "Multi-level PIFuHD (1024² input); checkpoint: a pifuhd.pt, empty: the "
+                                    "fetched weights; colours from the image or the colour checkpoint")],
+        description="Which reconstruction model the backend runs")
+    color_checkpoint: StringProperty(
+        name="Colour checkpoint", subtype="FILE_PATH",
+        description="PIFuHD: an avatex PIFu checkpoint whose colour net colours the mesh; empty: colours "
+                    "from the image")
     checkpoint: StringProperty(
         name="Checkpoint", subtype="FILE_PATH",
         description="avatex checkpoint (.safetensors/.pt) - a path the backend can read (under its data "

@@ -281,6 +281,22 @@ def test_reconstruct_operator_checks_its_image(tmp_path):
         bpy.ops.avatex.reconstruct()
 
 
+def test_reconstruct_offers_pifuhd_with_vertex_colours_only():
+    s = bpy.context.scene.avatex
+    items = [i.identifier for i in s.bl_rna.properties["recon_model"].enum_items]
+    assert items == ["pifu", "pifuhd"] and s.recon_model == "pifu"
+    img = bpy.data.images.new("cutout.png", 4, 4, alpha=True)
+    px = np.ones((4, 4, 4), np.float32)
+    px[0, :, 3] = 0.0
+    img.pixels.foreach_set(px.ravel())
+    s.image_source, s.image, s.use_mask, s.recon_model, s.texture = "DATABLOCK", img, False, "pifuhd", "1024"
+    try:
+        with pytest.raises(RuntimeError, match="PIFuHD gives vertex colours only"):
+            bpy.ops.avatex.reconstruct()
+    finally:
+        s.recon_model, s.texture = "pifu", "NONE"
+
+
 def test_separate_masks_are_read_and_must_match_the_image():
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[1:3, 2:4] = 255

@@ -9,7 +9,9 @@ Writes PLY or OBJ (by suffix) with per-vertex colours, in canonical space (y up,
 --texture SIZE it writes a decimated mesh with a UV texture baked from the colour field instead: GLB, or
 OBJ + MTL + PNG (docs/api.md, "Textured output"). Several calibrated views (IMG1 IMG2 ... --calibs C1 C2
 ..., or --dataset DS --subject S --views 0,12,24) use PIFu's multi-view mode (docs/api.md, "Several
-views").
+views"). --model pifuhd reconstructs one image with the multi-level PIFuHD (its release-layout file as
+--checkpoint, default the fetched weights), framed at 1024², coloured by the PIFu colour net of
+--color-checkpoint or else from the image (docs/models.md, "PIFuHD").
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from pathlib import Path
 
 from backend.cli import multiview
 
-HELP = "reconstruct a coloured mesh from one image or several calibrated views (PIFu)"
-PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "out", *multiview.PATHS)
+HELP = "reconstruct a coloured mesh from one image or several calibrated views (PIFu, PIFuHD)"
+PATHS = ("image", "mask", "checkpoint", "net_g", "net_c", "color_checkpoint", "out", *multiview.PATHS)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="without alpha or --mask, fail instead of masking the person automatically")
     parser.add_argument("--mask-method", choices=("auto", "pose", "grabcut"), default="auto",
                         help="automatic mask: pose (mediapipe), grabcut, or auto (default)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="avatex checkpoint")
+    parser.add_argument("--model", choices=("pifu", "pifuhd"), default="pifu",
+                        help="pifu (default) or pifuhd, the multi-level model")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="avatex checkpoint (with --model pifuhd: a pifuhd.pt in the release layout)")
+    parser.add_argument("--color-checkpoint", type=Path, default=None,
+                        help="with --model pifuhd: avatex PIFu checkpoint whose colour net colours the mesh")
     parser.add_argument("--weights", choices=("pifu",), default=None,
                         help="the official weights installed by `avatex weights fetch pifu`")
     parser.add_argument("--net-g", type=Path, default=None, help="official PIFu net_G file")
@@ -68,13 +75,26 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--faces must be at least 100, got {args.faces}")
     elif args.out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(f"--out must end in .ply or .obj (.glb needs --texture), got {args.out.name!r}")
-    given = [args.checkpoint is not None, args.net_g is not None or args.net_c is not None,
-             args.weights is not None]
-    if not any(given):
-        raise InputError("give the weights: --checkpoint CKPT, --net-g NET_G [--net-c NET_C], "
-                         "or --weights pifu")
-    if sum(given) > 1:
-        raise InputError("give one of --checkpoint, --net-g/--net-c or --weights, not several")
+    if args.model == "pifuhd":
+        if args.net_g is not None or args.net_c is not None or args.weights is not None:
+            raise InputError("--net-g/--net-c/--weights are PIFu's files; "
+                             "--model pifuhd takes --checkpoint PIFUHD.pt")
+        if args.texture is not None:
+            raise InputError("--texture is not available with --model pifuhd yet; write a .ply/.obj")
+        if args.checkpoint is None:
+            from backend.weights import pifuhd_checkpoint
+
+            args.checkpoint = pifuhd_checkpoint()
+    else:
+        if args.color_checkpoint is not None:
+            raise InputError("--color-checkpoint is for --model pifuhd (PIFu has its own colour net)")
+        given = [args.checkpoint is not None, args.net_g is not None or args.net_c is not None,
+                 args.weights is not None]
+        if not any(given):
+            raise InputError("give the weights: --checkpoint CKPT, --net-g NET_G [--net-c NET_C], "
+                             "or --weights pifu")
+        if sum(given) > 1:
+            raise InputError("give one of --checkpoint, --net-g/--net-c or --weights, not several")
     if args.net_c is not None and args.net_g is None:
         raise InputError("--net-c needs --net-g")
     from backend.images import read_image
@@ -84,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
     views = multiview.views_from_args(args)
     if views is not None and args.texture is not None:
         raise InputError("--texture bakes from one image; drop --texture to reconstruct from several views")
+    if views is not None and args.model == "pifuhd":
+        raise InputError("several views are PIFu's multi-view mode; --model pifuhd takes one image")
     image = read_image(args.image[0]) if views is None else None
     mask = None if args.mask is None else read_image(args.mask, "L")
     mask_note = ""
-    if mask is None and not args.no_auto_mask:
+    if views is None and mask is None and not args.no_auto_mask:
         from backend.masks import has_cutout, person_mask
 
         if not has_cutout(image):
@@ -102,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from backend.models.checkpoint import load_checkpoint, load_official
     from backend.recon import reconstruct, reconstruct_views
 
-    if args.checkpoint is not None:
+    if args.model == "pifuhd":
+        from backend.recon.pifuhd import load_pifuhd_recon
+
+        model = load_pifuhd_recon(args.checkpoint, args.color_checkpoint, device=args.device)
+    elif args.checkpoint is not None:
         model, _ = load_checkpoint(args.checkpoint, device=args.device)
     elif args.weights is not None:
         from backend.weights import installed

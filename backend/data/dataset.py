@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from avatex_core.canonical import Normalization
+from avatex_core.color import srgb_to_linear
 from avatex_core.dataset_layout import FORMAT, FORMAT_VERSION, MANIFEST, SUBJECT_JSON, VIEW_JSON, VIEWS
 from backend.errors import InputError
 
@@ -261,6 +262,31 @@ class Dataset:
         albedo = self.record(sid, view).get("albedo")
         return self._view_file(sid, view, albedo.get("file") if isinstance(albedo, dict) else None,
                                "albedo.file")
+
+    def normal_maps(self, sid: str, view: int | str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The optional front/back normal maps of a view, (H, W, 3) float32 unit vectors in the view's
+        camera frame (x right, y up, z toward the camera), 0 off the subject; None when the dataset
+        was rendered without ``--normals``.
+
+        The back map is stored as rendered from behind; mirrored left-right, with x and z negated, it
+        gives for each front pixel the normal of the farthest surface, what PIFuHD's back net predicts.
+        """
+        entry = self.record(sid, view).get("normals")
+        if not isinstance(entry, dict):
+            return None
+        maps = []
+        for side in ("front", "back"):
+            rgba = self._view_file(sid, view, entry.get(side), f"normals.{side}")
+            n = srgb_to_linear(rgba[..., :3].astype(np.float32) / 255.0) * 2.0 - 1.0
+            if side == "back":
+                n = n[:, ::-1] * np.array([-1.0, 1.0, -1.0], np.float32)
+                alpha = rgba[:, ::-1, 3:4]
+            else:
+                alpha = rgba[..., 3:4]
+            norm = np.linalg.norm(n, axis=2, keepdims=True)
+            n = np.where((alpha > 127) & (norm > 1e-3), n / np.maximum(norm, 1e-6), 0.0)
+            maps.append(np.ascontiguousarray(n, dtype=np.float32))
+        return maps[0], maps[1]
 
     def _view_file(self, sid: str, view: int | str, name: Any, field: str) -> np.ndarray:
         folder = self.view_dir(sid, view)

@@ -160,12 +160,14 @@ def _aliases(module: nn.Module) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, *,
+                assign: bool = False) -> None:
     """Check ``state`` against ``module`` key by key and shape by shape, then load it.
 
     Aliased keys must carry one tensor; if a file holds different values under the two names (the
     released files cannot: torch.save stores an alias once), the one the forward pass reads
-    (``downsample.0``, loaded last by PyTorch too) wins and a warning names the keys.
+    (``downsample.0``, loaded last by PyTorch too) wins and a warning names the keys. ``assign`` makes
+    the module take the given tensors instead of copying them (for nets built on the meta device).
     """
     check_state_dict(module, state, what)
     state = dict(state)
@@ -179,7 +181,7 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str)
     if differing:
         warnings.warn(f"{what}: aliased keys hold different values, using the downsample.0 copy for "
                       f"{_names(differing)}", stacklevel=2)
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 # -- official files ------------------------------------------------------------------------------------

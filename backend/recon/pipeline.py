@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from backend.recon.grid import (
     evaluate_octree_official,
 )
 from backend.recon.mesh import extract_surface
+
+if TYPE_CHECKING:
+    from backend.recon.pifuhd import PIFuHDRecon
 
 SCHEDULES = ("coarse-to-fine", "official", "dense")
 
@@ -75,11 +79,12 @@ def fast_pays(classifier: SurfaceClassifier, feature_pixels: int, points: int) -
     return points * (plain - per_point_fast) > projection
 
 
-def reconstruct(model: PIFu, image: np.ndarray, mask: np.ndarray | None = None, *, resolution: int = 256,
-                device: str | torch.device | None = None, progress: Progress = NULL,
+def reconstruct(model: PIFu | PIFuHDRecon, image: np.ndarray, mask: np.ndarray | None = None, *,
+                resolution: int = 256, device: str | torch.device | None = None, progress: Progress = NULL,
                 schedule: str = "coarse-to-fine",
                 fast: bool | None = None, chunk: int | None = None) -> Reconstruction:
-    """Reconstruct a coloured mesh from one image of a person.
+    """Reconstruct a coloured mesh from one image of a person with PIFu, or with PIFuHD wrapped by
+    :func:`backend.recon.pifuhd.load_pifuhd_recon` (framed at its 1024² input).
 
     ``image``: uint8 (H, W, 3|4) (or float in [0, 1]); ``mask``: (H, W) bool / uint8 / float, or None to
     use the image's alpha (an :class:`InputError` says a mask is needed if there is neither).
@@ -218,8 +223,11 @@ def _run(model: PIFu, framed: list[FramedImage], calibs: np.ndarray, dev: torch.
     spec = GridSpec(resolution, canonical.BOX_MIN, canonical.BOX_MAX)
     feature_pixels = model.config.feature_size ** 2
     expected_points = (resolution // 8 + 1) ** 3 + 2 * resolution ** 2  # R = 256 body: 155k measured
-    fast_g = fast if fast is not None else fast_pays(model.net_g.surface_classifier, feature_pixels,
-                                                     expected_points)
+    if not isinstance(model, PIFu):   # PIFuHD (backend.recon.pifuhd) has no pre-projected path
+        fast_g = False
+    else:
+        fast_g = fast if fast is not None else fast_pays(model.net_g.surface_classifier, feature_pixels,
+                                                         expected_points)
 
     def occupancy(points: np.ndarray) -> np.ndarray:
         pts = torch.from_numpy(points).to(dev).t().unsqueeze(0)

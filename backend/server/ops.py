@@ -182,14 +182,30 @@ def prepare_reconstruct(args: dict, arrays: dict, ctx: Context) -> dict:
         raise InputError("reconstruct: give the mask as an array or as a path, not both")
     if args["checkpoint"] is not None and (args["net_g"] or args["net_c"]):
         raise InputError("reconstruct: give either 'checkpoint' or 'net_g'/'net_c', not both")
+    if args["model"] == "pifuhd":
+        if args["net_g"] or args["net_c"] or args.get("texture") is not None:
+            raise InputError("reconstruct: model 'pifuhd' takes 'checkpoint' (a pifuhd.pt) and optionally "
+                             "'color_checkpoint', not 'net_g'/'net_c' or 'texture'")
+        if args["checkpoint"] is None:   # the fetched weights (outside the roots by design); fail early
+            from backend.weights import pifuhd_checkpoint
+
+            pifuhd_checkpoint()
+    elif args["color_checkpoint"] is not None:
+        raise InputError("reconstruct: 'color_checkpoint' is for model 'pifuhd'")
     if args["net_c"] is not None and args["net_g"] is None:
         raise InputError("reconstruct: 'net_c' needs 'net_g' too")
     if args.get("weights") is not None and (args["checkpoint"] or args["net_g"] or args["net_c"]):
         raise InputError("reconstruct: give either 'weights' or 'checkpoint'/'net_g'/'net_c', not both")
-    if args["checkpoint"] is None and args["net_g"] is None and args.get("weights") is None:
+    if args.get("weights") is not None and args["model"] == "pifuhd":
+        raise InputError("reconstruct: 'weights': 'pifu' is for model 'pifu'; model 'pifuhd' without "
+                         "'checkpoint' uses the fetched PIFuHD weights")
+    if (args["checkpoint"] is None and args["net_g"] is None and args.get("weights") is None
+            and args["model"] != "pifuhd"):
         raise InputError("reconstruct: no model given: pass 'checkpoint' (an avatex checkpoint), "
                          "'net_g' (+ 'net_c', the official PIFu files) or 'weights': 'pifu'")
-    for key in ("image", "mask", "checkpoint", "net_g", "net_c"):
+    if args["model"] == "pifuhd" and {"views", "calibs", "masks"} & set(arrays):
+        raise InputError("reconstruct: 'views' are PIFu's multi-view mode; model 'pifuhd' takes one image")
+    for key in ("image", "mask", "checkpoint", "net_g", "net_c", "color_checkpoint"):
         if args[key] is not None:
             ctx.resolve_path(args[key], kind="file")
     if args["out"] is not None:
@@ -231,15 +247,21 @@ def op_reconstruct(args: dict, arrays: dict, ctx: Context) -> tuple[dict, dict]:
     if "views" not in arrays:
         mask, mask_info, mask_arrays = _auto_mask(image, mask, args)
     paths = {k: ctx.resolve_path(args[k], kind="file") if args[k] else None
-             for k in ("checkpoint", "net_g", "net_c")}
+             for k in ("checkpoint", "net_g", "net_c", "color_checkpoint")}
     if args.get("weights") is not None:   # the server's own weights folder (`avatex weights fetch`)
         from backend.weights import installed
 
         files = installed(args["weights"])
         paths["net_g"], paths["net_c"] = files["net_G"], files["net_C"]
-    key = (tuple(_file_key(p) for p in paths.values()), str(ctx.device))
-    model = MODELS.get(key, lambda: load_models(checkpoint=paths["checkpoint"], net_g=paths["net_g"],
-                                                net_c=paths["net_c"], device=ctx.device))
+    key = (args["model"], tuple(_file_key(p) for p in paths.values()), str(ctx.device))
+    if args["model"] == "pifuhd":
+        from backend.recon.pifuhd import load_pifuhd_recon
+
+        model = MODELS.get(key, lambda: load_pifuhd_recon(paths["checkpoint"], paths["color_checkpoint"],
+                                                          device=ctx.device))
+    else:
+        model = MODELS.get(key, lambda: load_models(checkpoint=paths["checkpoint"], net_g=paths["net_g"],
+                                                    net_c=paths["net_c"], device=ctx.device))
     ctx.check_stop()
     if args.get("texture") is not None:
         result, arrays = _reconstruct_textured(model, image, mask, args, ctx)
@@ -394,7 +416,10 @@ _OPERATIONS = (
                                        doc="automatic mask: pose (mediapipe), grabcut, or auto"),
                     "weights": Arg("str", choices=("pifu",),
                                    doc="the official weights in the server's weights folder"),
+                    "model": Arg("str", default="pifu", choices=("pifu", "pifuhd"),
+                                 doc="pifu, or pifuhd (checkpoint: a pifuhd.pt; default: fetched)"),
                     "checkpoint": Arg("str", doc="project checkpoint path"),
+                    "color_checkpoint": Arg("str", doc="pifuhd: PIFu checkpoint whose colour net colours"),
                     "net_g": Arg("str", doc="official net_G path"),
                     "net_c": Arg("str", doc="official net_C path"),
                     "resolution": Arg("int", default=256, minimum=16, maximum=1024),

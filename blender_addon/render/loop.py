@@ -1,6 +1,7 @@
 """Render one subject: import once, then change only camera and light per image, committing view by view.
 
-Per view: the albedo image, one image per level, then ``view.json`` (the commit marker). Every image
+Per view: the albedo image, the front and back normal maps when the settings ask for them, one image
+per level, then ``view.json`` (the commit marker). Every image
 is rendered to a temporary name beside its final name and renamed when complete, so a killed run never
 leaves a file that a later run trusts; the next run skips views whose record is complete and re-renders
 the rest (the per-image seeds make the result the same as an uninterrupted run).
@@ -124,6 +125,23 @@ class SubjectRenderer:
         with atomic.atomic_path(path) as tmp:
             return self.rig.render(tmp, seed)
 
+    def render_normals(self, view: View, front: Path, back: Path, seed: int) -> float:
+        """Camera-space normal maps: the view's, and the one seen from behind (yaw + 180°, pitch
+        mirrored), written as rendered; docs/dataset.md gives the mapping into the front frame."""
+        behind = View(view.index, (view.yaw + 180.0) % 360.0, -view.pitch)
+        self.materials.set_albedo(True)
+        self.materials.set_normals(True)
+        self.rig.set_samples(albedo=True)
+        seconds = 0.0
+        try:
+            for v, path in ((view, front), (behind, back)):
+                self.rig.set_view(v, self.region(v))
+                with atomic.atomic_path(path) as tmp:
+                    seconds += self.rig.render(tmp, seed)
+        finally:
+            self.materials.set_normals(False)
+        return seconds
+
     def render_lit(self, view: View, light: dict[str, Any], path: Path, seed: int) -> tuple[float, dict]:
         self.rig.set_view(view, self.region(view))
         self.materials.set_albedo(False)
@@ -145,6 +163,14 @@ class SubjectRenderer:
         seconds[layout.ALBEDO] = self.render_albedo(view, vdir / albedo_file, albedo_seed)
         emit({"event": "image", "subject": self.sid, "view": view.index, "level": layout.ALBEDO,
               "seconds": round(seconds[layout.ALBEDO], 4)})
+        normals = None
+        if s.normals:
+            normals = {"front": layout.image_name(layout.NORMALS_FRONT),
+                       "back": layout.image_name(layout.NORMALS_BACK)}
+            seconds["normals"] = self.render_normals(view, vdir / normals["front"], vdir / normals["back"],
+                                                     albedo_seed)
+            emit({"event": "image", "subject": self.sid, "view": view.index, "level": "normals",
+                  "seconds": round(seconds["normals"], 4)})
         images = {}
         for level in s.levels:
             seed = image_seed(s.seed, self.sid, view.index, level)
@@ -164,6 +190,7 @@ class SubjectRenderer:
                        "blender_matrix_world": camera_matrix(view).round(9).tolist(),
                        "render_region": list(region) if (region := self.region(view)) else None},
             "albedo": {"file": albedo_file, "seed": albedo_seed},
+            **({"normals": normals} if normals else {}),
             "images": images,
             "render": {**self.rig.info, "render_seconds": {k: round(v, 4) for k, v in seconds.items()},
                        "wall_seconds": round(time.perf_counter() - t0, 4)},

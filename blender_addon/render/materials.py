@@ -8,7 +8,9 @@ whatever the importer set up for colour spaces keeps working:
 * albedo: an Emission shader of strength 1, so that with view transform Standard the render shows the
   sRGB colour itself (unlit, docs/dataset.md),
 
-chosen by a Mix Shader whose factor is one shared value. Alpha (cut-out hair cards) is kept.
+chosen by a Mix Shader whose factor is one shared value. Alpha (cut-out hair cards) is kept. A second
+shared value swaps the emission colour for the camera-space normal encoded as ``0.5 * n + 0.5`` (the
+optional normal maps of docs/dataset.md, which PIFuHD's normal nets learn from).
 
 Vertex colours: an object without materials, or whose material has only a constant colour, reads its
 colour attribute through an Attribute node. Blender stores FLOAT_COLOR attributes scene-linear and
@@ -25,6 +27,7 @@ import bpy
 from . import compat
 
 SWITCH_NODE = "avatex_albedo_switch"
+NORMAL_SWITCH_NODE = "avatex_normal_switch"
 
 
 class MaterialError(ValueError):
@@ -51,6 +54,15 @@ class MaterialRig:
     materials: list = field(default_factory=list)
     sources: dict[str, ColorSource] = field(default_factory=dict)  # material name -> source
     albedo: bool = False
+    normals: bool = False
+
+    def set_normals(self, on: bool) -> None:
+        """Emit camera-space normals instead of the albedo (with :meth:`set_albedo` on)."""
+        if on == self.normals:
+            return
+        for mat in self.materials:
+            mat.node_tree.nodes[NORMAL_SWITCH_NODE].outputs[0].default_value = 1.0 if on else 0.0
+        self.normals = on
 
     def set_albedo(self, on: bool) -> None:
         if on == self.albedo:
@@ -182,13 +194,21 @@ def _rebuild(mat, attribute: str) -> ColorSource:
     diffuse.inputs["Roughness"].default_value = 0.0
     emission = nodes.new("ShaderNodeEmission")
     emission.inputs["Strength"].default_value = 1.0
+    pick = nodes.new("ShaderNodeMix")   # emission colour: albedo, or the encoded normal
+    pick.data_type = "RGBA"
     if color_from is not None:
         links.new(color_from, diffuse.inputs["Color"])
-        links.new(color_from, emission.inputs["Color"])
+        links.new(color_from, pick.inputs[6])
     else:
         rgba = (*source.constant, 1.0)
         diffuse.inputs["Color"].default_value = rgba
-        emission.inputs["Color"].default_value = rgba
+        pick.inputs[6].default_value = rgba
+    links.new(_encoded_camera_normal(nodes, links), pick.inputs[7])
+    normal_switch = nodes.new("ShaderNodeValue")
+    normal_switch.name = NORMAL_SWITCH_NODE
+    normal_switch.outputs[0].default_value = 0.0
+    links.new(normal_switch.outputs[0], pick.inputs[0])
+    links.new(pick.outputs[2], emission.inputs["Color"])
     switch = nodes.new("ShaderNodeValue")
     switch.name = SWITCH_NODE
     switch.outputs[0].default_value = 0.0
@@ -215,6 +235,23 @@ def _rebuild(mat, attribute: str) -> ColorSource:
             n.is_active_output = False
     new_out.is_active_output = True
     return source
+
+
+def _encoded_camera_normal(nodes, links):
+    """Socket of ``0.5 * n + 0.5`` with n the shading normal in camera space (x right, y up, z toward
+    the camera), the encoding of the normal maps."""
+    geometry = nodes.new("ShaderNodeNewGeometry")
+    to_camera = nodes.new("ShaderNodeVectorTransform")
+    to_camera.vector_type = "NORMAL"
+    to_camera.convert_from = "WORLD"
+    to_camera.convert_to = "CAMERA"
+    links.new(geometry.outputs["Normal"], to_camera.inputs[0])
+    encode = nodes.new("ShaderNodeVectorMath")
+    encode.operation = "MULTIPLY_ADD"
+    links.new(to_camera.outputs[0], encode.inputs[0])
+    encode.inputs[1].default_value = (0.5, 0.5, -0.5)   # Cycles camera space has z forward: flip it
+    encode.inputs[2].default_value = (0.5, 0.5, 0.5)
+    return encode.outputs[0]
 
 
 def _color_attribute(mesh) -> str:

@@ -73,3 +73,50 @@ def training_batch(b: int = 2, m: int = 6, k: int = 3, n: int = 40, seed: int = 
 def train_config(**kw) -> TrainConfig:
     """A TrainConfig whose data and out folders do not exist (nothing is read or written)."""
     return TrainConfig.from_dict({"data": "/nonexistent", "out": "/nonexistent-run", **kw})
+
+
+def silhouette_pifuhd(image: np.ndarray, seed: int = 0, normals: bool = False):
+    """A small PIFuHD (release structure, ``small_options``) whose MLPs are *set* to a body-shaped field,
+    like :func:`silhouette_pifu`: the coarse MLP carries ``max(±z, 0)`` through to Ω, and the fine MLP
+    computes sigmoid(K (s(x, y) - |z| / t)) from a closed-form linear probe s on the random fine
+    features and those two Ω channels. Everything runs through the real two-level code path."""
+    from backend.models.pifuhd import PIFuHD, small_options
+
+    torch.manual_seed(seed)
+    fine, coarse = small_options(64, normals=normals)
+    model = PIFuHD(fine, coarse).eval()
+    framed = frame_subject(image, size=model.load_size)
+    img = torch.from_numpy(framed.network_input())
+    mask = torch.from_numpy(framed.mask[None, None])
+    c_in = coarse.hg_dim  # index of the depth feature in the coarse MLP input
+    c = fine.hg_dim       # Ω starts here in the fine MLP input
+    with torch.no_grad():
+        model.encode(img)
+        feat = model.im_feat_list[-1][0]
+        _, h, w = feat.shape
+        target = F.adaptive_avg_pool2d(mask, (h, w))[0, 0].reshape(-1).double() * 2 - 1
+        x = torch.cat([feat.reshape(c, -1).t(), torch.ones(h * w, 1)], 1).double()
+        probe = torch.linalg.solve(x.t() @ x + 1e-3 * torch.eye(c + 1, dtype=torch.float64), x.t() @ target)
+        for mlp in (model.netG.mlp, model.mlp):
+            for f in mlp.filters:
+                f.weight.zero_()
+                f.bias.zero_()
+        cf = model.netG.mlp.filters
+        cf[0].weight[0, c_in, 0] = 1.0
+        cf[0].weight[1, c_in, 0] = -1.0
+        for layer in (1, 2):
+            for unit in (0, 1):
+                cf[layer].weight[unit, unit, 0] = 1.0
+        ff = model.mlp.filters
+        ff[0].weight[0, :c, 0] = probe[:c].float()
+        ff[0].bias[0] = probe[c].float()
+        ff[0].weight[1, c, 0] = 1.0
+        ff[0].weight[2, c + 1, 0] = 1.0
+        for layer in (1, 2):
+            for unit in range(3):
+                ff[layer].weight[unit, unit, 0] = 1.0
+        k = 20.0
+        zw = k / (model.netG.depth_scale * HALF_THICKNESS)
+        ff[3].weight[0, :3, 0] = torch.tensor([k, -zw, -zw])
+        model.encode(img)
+    return model
