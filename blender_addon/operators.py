@@ -156,6 +156,8 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
         except images.ImageError as exc:
             return _fail(self, str(exc))
         args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}
+        if s.recon_model == "pifu_official":
+            args.update(checkpoint=None, weights="pifu")
         if s.recon_model == "pifuhd":
             args.update(model="pifuhd", color_checkpoint=_abspath(s.color_checkpoint) or None)
             if s.texture != "NONE":
@@ -179,8 +181,12 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
             views, calibs, unit = cameras.camera_views(context)
         except (cameras.CameraError, images.ImageError) as exc:
             return _fail(self, str(exc))
+        if s.recon_model == "pifuhd":
+            return _fail(self, "several cameras are PIFu's multi-view mode: set Model to PIFu for cameras")
         name = "cameras"
         args = {"resolution": s.resolution, "checkpoint": _abspath(s.checkpoint) or None}
+        if s.recon_model == "pifu_official":
+            args.update(checkpoint=None, weights="pifu")
         meta = {"avatex_kind": "reconstruction", "avatex_image": name, "avatex_views": len(views),
                 "avatex_checkpoint": args["checkpoint"] or ""}
         task = tasks.ReconstructTask(name, tuple(context.scene.cursor.location), meta, scale=unit)

@@ -144,7 +144,8 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
             else:
                 col.prop(s, "mask_path")
         col.prop(s, "recon_model")
-        col.prop(s, "checkpoint")
+        if s.recon_model != "pifu_official":
+            col.prop(s, "checkpoint")
         if s.recon_model == "pifuhd":
             col.prop(s, "color_checkpoint")
         col.prop(s, "resolution")

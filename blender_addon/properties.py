@@ -54,6 +54,9 @@ class AvatexSettings(bpy.types.PropertyGroup):
     recon_model: EnumProperty(
         name="Model", default="pifu",
         items=[("pifu", "PIFu", "Single-level PIFu (512² input) with its colour net"),
+               ("pifu_official", "PIFu (official weights)",
+                "The released PIFu net_G / net_C that `avatex weights fetch pifu` installed on the backend's "
+                "machine; no checkpoint needed"),
                ("pifuhd", "PIFuHD", "Multi-level PIFuHD (1024² input); checkpoint: a pifuhd.pt, empty: the "
                                     "fetched weights; colours from the image or the colour checkpoint")],
         description="Which reconstruction model the backend runs")

@@ -284,7 +284,7 @@ def test_reconstruct_operator_checks_its_image(tmp_path):
 def test_reconstruct_offers_pifuhd_with_vertex_colours_only():
     s = bpy.context.scene.avatex
     items = [i.identifier for i in s.bl_rna.properties["recon_model"].enum_items]
-    assert items == ["pifu", "pifuhd"] and s.recon_model == "pifu"
+    assert items == ["pifu", "pifu_official", "pifuhd"] and s.recon_model == "pifu"
     img = bpy.data.images.new("cutout.png", 4, 4, alpha=True)
     px = np.ones((4, 4, 4), np.float32)
     px[0, :, 3] = 0.0
@@ -486,3 +486,43 @@ def test_audit_blend_script_refuses_mismatched_errors(tmp_path):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "patd has 5 values but the mesh has 3 vertices" in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_reconstruct_with_official_weights_asks_the_backend_for_its_fetched_pifu(monkeypatch, tmp_path):
+    """Model "PIFu (official weights)" sends no checkpoint but ``weights: "pifu"``; a backend whose weights
+    folder is empty answers with the one line that says how to fetch them."""
+    from blender_addon.settings import Settings
+    from tests.helpers.server import spawn_test_server
+
+    monkeypatch.setenv("AVATEX_WEIGHTS", str(tmp_path / "weights"))
+    s = bpy.context.scene.avatex
+    img = bpy.data.images.new("cutout.png", 8, 8, alpha=True)
+    px = np.ones((8, 8, 4), np.float32)
+    px[:2, :, 3] = 0.0
+    img.pixels.foreach_set(px.ravel())
+    s.image_source, s.image, s.use_mask, s.texture = "DATABLOCK", img, False, "NONE"
+    s.recon_model = "pifu_official"
+    s.checkpoint = "ignored.pt"
+    server = spawn_test_server("--root", str(tmp_path))
+    try:
+        prefs = Settings(address=server.endpoint, timeout_s=30.0)
+        monkeypatch.setattr(runtime, "settings", lambda context=None: prefs)
+        runtime.RUNTIME.connect(prefs, force=True)
+        deadline = time.monotonic() + 90
+        while runtime.RUNTIME.connection_state != "connected":
+            assert time.monotonic() < deadline, runtime.RUNTIME.status_line()
+            runtime.RUNTIME.tick(0.05)
+            time.sleep(0.01)
+        assert bpy.ops.avatex.reconstruct() == {"FINISHED"}
+        deadline = time.monotonic() + 120
+        while runtime.RUNTIME.latest("reconstruct").active:
+            assert time.monotonic() < deadline, runtime.RUNTIME.latest("reconstruct").message
+            runtime.RUNTIME.tick(0.05)
+            time.sleep(0.01)
+        task = runtime.RUNTIME.latest("reconstruct")
+        assert task.state != "done"
+        assert "avatex weights fetch pifu" in task.message and str(tmp_path / "weights") in task.message
+    finally:
+        runtime.RUNTIME.disconnect()
+        server.close()
+        s.recon_model, s.checkpoint = "pifu", ""
