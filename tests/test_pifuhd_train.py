@@ -107,3 +107,29 @@ def test_normal_nets_and_fine_level_train_from_the_dataset(normals_data):
 def test_normal_training_needs_normal_maps(tmp_path):
     with pytest.raises(InputError, match="is not|no avatex|manifest"):
         train_normals(PIFuHD(*small_options(32, normal_ngf=4)), tmp_path, HDTrainSettings(steps=1))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_train_hd_cli_trains_the_fine_level_of_a_release_layout_file(normals_data, tmp_path, capsys):
+    from backend.cli import main
+    from backend.models.pifuhd import load_pifuhd, save_pifuhd
+
+    torch.manual_seed(0)
+    init = save_pifuhd(tmp_path / "init.pt", PIFuHD(*small_options(64, normal_ngf=8)))
+    out = tmp_path / "fine.pt"
+    argv = ["train-hd", "--data", str(normals_data), "--out", str(out), "--init", str(init),
+            "--parts", "fine", "--steps", "3", "--points", "300", "--dense-samples", "10000",
+            "--device", "cpu"]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    before, _ = load_pifuhd(init, device="cpu")
+    after, rest = load_pifuhd(out, device="cpu")      # strict, release layout
+    assert all(torch.equal(v, after.netG.state_dict()[k]) for k, v in before.netG.state_dict().items())
+    assert not torch.equal(before.mlp.filters[0].weight, after.mlp.filters[0].weight)
+    record = rest["train_state"]["avatex_train_hd"]
+    assert record["parts"] == ["fine"] and record["steps"] == 3
+    assert len(record["loss_first_last"]["fine"]) == 2
+    stamp = out.read_bytes()
+    assert main(argv) == 2                             # no silent overwrite, refused before the work
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == stamp

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "synth": "synth",
     "render": "render",
     "train": "train",
+    "train-hd": "train_hd",
     "mask": "mask",
     "reconstruct": "reconstruct",
     "evaluate": "evaluate",
