@@ -491,7 +491,7 @@ def test_audit_blend_script_refuses_mismatched_errors(tmp_path):
 def test_reconstruct_with_official_weights_asks_the_backend_for_its_fetched_pifu(monkeypatch, tmp_path):
     """Model "PIFu (official weights)" sends no checkpoint but ``weights: "pifu"``; a backend whose weights
     folder is empty answers with the one line that says how to fetch them."""
-    from blender_addon.settings import Settings
+    from tests.helpers.addon import connect_runtime, finished_task
     from tests.helpers.server import spawn_test_server
 
     monkeypatch.setenv("AVATEX_WEIGHTS", str(tmp_path / "weights"))
@@ -505,21 +505,9 @@ def test_reconstruct_with_official_weights_asks_the_backend_for_its_fetched_pifu
     s.checkpoint = "ignored.pt"
     server = spawn_test_server("--root", str(tmp_path))
     try:
-        prefs = Settings(address=server.endpoint, timeout_s=30.0)
-        monkeypatch.setattr(runtime, "settings", lambda context=None: prefs)
-        runtime.RUNTIME.connect(prefs, force=True)
-        deadline = time.monotonic() + 90
-        while runtime.RUNTIME.connection_state != "connected":
-            assert time.monotonic() < deadline, runtime.RUNTIME.status_line()
-            runtime.RUNTIME.tick(0.05)
-            time.sleep(0.01)
+        connect_runtime(monkeypatch, server.endpoint)
         assert bpy.ops.avatex.reconstruct() == {"FINISHED"}
-        deadline = time.monotonic() + 120
-        while runtime.RUNTIME.latest("reconstruct").active:
-            assert time.monotonic() < deadline, runtime.RUNTIME.latest("reconstruct").message
-            runtime.RUNTIME.tick(0.05)
-            time.sleep(0.01)
-        task = runtime.RUNTIME.latest("reconstruct")
+        task = finished_task("reconstruct", 120)
         assert task.state != "done"
         assert "avatex weights fetch pifu" in task.message and str(tmp_path / "weights") in task.message
     finally:

@@ -3,8 +3,6 @@ errors, and a multi-view reconstruction through a real backend landing at the cu
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -12,9 +10,8 @@ bpy = pytest.importorskip("bpy")
 
 from avatex_core import canonical  # noqa: E402
 from blender_addon import cameras, runtime  # noqa: E402
-from blender_addon.settings import Settings  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
-from tests.helpers.addon import addon, empty_scene  # noqa: E402, F401, F811  (registration, clean scenes)
+from tests.helpers.addon import addon, connect_runtime, empty_scene, finished_task  # noqa: E402, F401, F811
 
 pytestmark = pytest.mark.blender
 
@@ -125,22 +122,9 @@ def test_cameras_reconstruct_through_a_real_backend_and_land_at_the_cursor_at_sc
     s.checkpoint = str(ROOT / "backend" / "assets" / "pifu_small.pt")
     server = spawn_test_server("--root", str(ROOT / "backend" / "assets"))
     try:
-        # A source checkout has no preferences entry: point the runtime's settings at the test server.
-        prefs = Settings(address=server.endpoint, timeout_s=30.0)
-        monkeypatch.setattr(runtime, "settings", lambda context=None: prefs)
-        runtime.RUNTIME.connect(prefs, force=True)
-        deadline = time.monotonic() + 90
-        while runtime.RUNTIME.connection_state != "connected":
-            assert time.monotonic() < deadline, runtime.RUNTIME.status_line()
-            runtime.RUNTIME.tick(0.05)
-            time.sleep(0.01)
+        connect_runtime(monkeypatch, server.endpoint)
         assert bpy.ops.avatex.reconstruct() == {"FINISHED"}
-        deadline = time.monotonic() + 300
-        while runtime.RUNTIME.latest("reconstruct").active:
-            assert time.monotonic() < deadline, runtime.RUNTIME.latest("reconstruct").message
-            runtime.RUNTIME.tick(0.05)
-            time.sleep(0.01)
-        task = runtime.RUNTIME.latest("reconstruct")
+        task = finished_task("reconstruct")
         assert task.state == "done", task.message
         obj = bpy.data.objects["cameras"]
         assert obj["avatex_views"] == 2 and len(obj.data.vertices) > 50

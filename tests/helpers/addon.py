@@ -26,3 +26,32 @@ def empty_scene(addon):
     runtime.RUNTIME.tasks.clear()
     runtime.RUNTIME.selection = None
     yield
+
+
+def connect_runtime(monkeypatch, endpoint: str, timeout_s: float = 90.0) -> None:
+    """Point the add-on's runtime at a real backend (a source checkout has no preferences entry) and
+    tick its one timer until it is connected."""
+    import time
+
+    from blender_addon.settings import Settings
+
+    prefs = Settings(address=endpoint, timeout_s=30.0)
+    monkeypatch.setattr(runtime, "settings", lambda context=None: prefs)
+    runtime.RUNTIME.connect(prefs, force=True)
+    deadline = time.monotonic() + timeout_s
+    while runtime.RUNTIME.connection_state != "connected":
+        assert time.monotonic() < deadline, runtime.RUNTIME.status_line()
+        runtime.RUNTIME.tick(0.05)
+        time.sleep(0.01)
+
+
+def finished_task(kind: str, timeout_s: float = 300.0):
+    """Tick the runtime until the latest task of ``kind`` is no longer active; returns that task."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while runtime.RUNTIME.latest(kind).active:
+        assert time.monotonic() < deadline, runtime.RUNTIME.latest(kind).message
+        runtime.RUNTIME.tick(0.05)
+        time.sleep(0.01)
+    return runtime.RUNTIME.latest(kind)
