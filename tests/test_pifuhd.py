@@ -163,7 +163,7 @@ def test_reconstruction_is_the_extruded_silhouette_with_colours(hd, image):
 
 
 @pytest.mark.slow
-def test_cli_and_server_reconstruct_with_model_pifuhd(hd_file, image, tmp_path, capsys):
+def test_cli_and_server_reconstruct_with_model_pifuhd(hd_file, image, tmp_path, capsys, monkeypatch):
     from avatex_core.client import BackendError, Client
     from tests.helpers.server import running_server
 
@@ -176,7 +176,9 @@ def test_cli_and_server_reconstruct_with_model_pifuhd(hd_file, image, tmp_path, 
     mesh = load_mesh(out)
     direct = reconstruct(load_pifuhd_recon(hd_file, device="cpu"), image, resolution=32, device="cpu")
     np.testing.assert_allclose(mesh.vertices, direct.vertices, atol=1e-5)
-    with pytest.raises(NotAvailableError, match=r"--checkpoint PATH \(or run avatex weights fetch pifuhd\)"):
+    monkeypatch.setenv("AVATEX_WEIGHTS", str(tmp_path / "no-weights"))
+    missing = r"no PIFuHD weights: give --checkpoint PATH, or .*no-weights.*avatex weights fetch pifuhd"
+    with pytest.raises(NotAvailableError, match=missing):
         load_pifuhd_recon(None)
     code = cli_main(["reconstruct", person, "--model", "pifuhd", "--net-g", str(hd_file), "--out",
                      str(tmp_path / "x.ply")])
