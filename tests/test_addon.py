@@ -488,6 +488,7 @@ def test_audit_blend_script_refuses_mismatched_errors(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_reconstruct_with_official_weights_asks_the_backend_for_its_fetched_pifu(monkeypatch, tmp_path):
     """Model "PIFu (official weights)" sends no checkpoint but ``weights: "pifu"``; a backend whose weights
     folder is empty answers with the one line that says how to fetch them."""

@@ -81,6 +81,7 @@ def test_one_view_is_the_official_single_view_formula_bit_for_bit():
         assert torch.equal(mlp(x, num_views=1), reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims", [OFFICIAL_G, (513, 1024, 512, 256, 128, 3), (33, 32, 16, 1)])
 def test_views_are_averaged_where_the_official_code_averages_them(dims):
     """Two subjects of three views each: the plain path is the official formula, and the pre-projected
@@ -122,6 +123,7 @@ def test_the_same_view_repeated_equals_the_single_view(fast):
             assert torch.allclose(occ, single[0], atol=1e-6) and torch.allclose(col, single[1], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_views_differ_from_each_single_view_and_are_finite():
     model, img = encoded_pifu(2)
     pts = torch.rand(1, 3, 2000) * 1.4 - 0.7

@@ -87,6 +87,7 @@ def test_release_options_build_the_official_state_dict_key_for_key():
     assert model.netG.opt.merge_index == 2 and model.opt_netG.mlp_dim[3] == 256
 
 
+@pytest.mark.slow
 def test_release_file_round_trip_is_strict_memory_mapped_and_equal(small, image, tmp_path):
     hd = small
     hd_file = save_pifuhd(tmp_path / "pifuhd.pt", hd, {"step": 3})

@@ -104,6 +104,7 @@ def test_normal_nets_and_fine_level_train_from_the_dataset(normals_data):
     assert not torch.equal(fine_before, model.mlp.filters[0].weight)
 
 
+@pytest.mark.slow
 def test_normal_training_needs_normal_maps(tmp_path):
     with pytest.raises(InputError, match="is not|no avatex|manifest"):
         train_normals(PIFuHD(*small_options(32, normal_ngf=4)), tmp_path, HDTrainSettings(steps=1))

@@ -66,6 +66,7 @@ def test_capped_splits_keep_persons_apart_and_prefer_many_persons(tmp_path):
         assert len({group[n] for n in names}) == len(names)  # one avatar per person before a second
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(tmp_path):
     import subprocess
     import sys
