@@ -8,22 +8,27 @@ lighting level:
 2. ``reconstruct`` with the shipped checkpoint (backend/assets/pifu_small.pt) at resolution 256: the full
    vertex-coloured mesh;
 3. ``texture_mesh`` decimates it to ``--faces`` (default 20k) and bakes ``--size`` (default 2048²)
-   textures: ``net`` with the texel points snapped to the full surface (the shipped default), ``net
-   unsnapped`` (the points on the decimated surface, the previous behaviour), and the visible-side detail
-   ``image`` and ``blend`` (:class:`backend.recon.texture.ImageDetail`, ``--sigmas``);
+   textures: ``net`` (the shipped defaults, including the surface low-pass ``DEFAULT_SMOOTH``), one
+   ``net_smooth{sigma}`` per ``--smooths`` value (the same texel colours, another low-pass; 0 is the
+   field as queried), and the visible-side detail ``image`` and ``blend``
+   (:class:`backend.recon.texture.ImageDetail`, ``--sigmas``);
 4. PATD against the GT, both meshes mapped back to the canonical space, in two flavours: *vertex* (each
    prediction's own vertices; the texture sampled at the decimated vertices' UVs) and *dense*
    (``--samples`` area-uniform surface points, colour interpolated from vertex colours or looked up in
    the texture): the fair footing for meshes of different vertex counts.
 
-``--sweep-sizes`` (default 512 1024 2048) re-bakes the snapped net texture of ``--sweep-level`` at
+``--sweep-sizes`` (default 512 1024 2048) re-bakes the net texture of ``--sweep-level`` at
 each size. Timing (first avatar, ``--size``): the bake's batched colour queries versus the same queries
 one texel per network call on ``--sample`` texels, extrapolated (the baseline), and versus the
 vertex-colour stage of the same reconstruction. Printed as JSON; ``--out`` writes it after each avatar.
 
     .venv/bin/python benchmarks/bench_texture.py [--avatars Black_M_3_Milit ...] [--levels wild clear]
-        [--size 2048] [--sweep-sizes 512 1024 2048 4096] [--faces 20000] [--snap]
+        [--size 2048] [--sweep-sizes 512 1024 2048 4096] [--faces 20000] [--snap] [--smooths 0 0.018]
+        [--library ../shared/data/valid --avatars NAME ...] [--no-detail] [--no-timing]
         [--out benchmarks/results_texture.json]
+
+The default low-pass was chosen with ``--library`` pointing at validation avatars of the protocol's split
+(docs/api.md, "Textured output"); the default avatars are the held-out ones.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from backend.models.checkpoint import load_checkpoint
 from backend.recon import reconstruct
 from backend.recon.framing import frame_subject
 from backend.recon.pipeline import _vertex_colors
-from backend.recon.texture import ImageDetail, TexturedMesh, bake_texture, texture_mesh
+from backend.recon.texture import DEFAULT_SMOOTH, ImageDetail, TexturedMesh, bake_texture, texture_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = ROOT / "tests" / "fixtures" / "valid"
@@ -62,9 +67,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def render(avatars: list[str], dataset: Path) -> None:
+def render(avatars: list[str], dataset: Path, library: Path = VALID) -> None:
     """The yaw-0 view of every avatar under the three paper levels (resumes a finished dataset)."""
-    meshes = [str(VALID / a / f"{a}.obj") for a in avatars]
+    meshes = [str(library / a / f"{a}.obj") for a in avatars]
     cmd = [sys.executable, "-m", "backend", "render", "--meshes", *meshes, "--out", str(dataset),
            "--views", "1", "--levels", ",".join(LEVELS), "--resolution", "512", "--samples", "16"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -142,6 +147,12 @@ def _barycentric(mesh: ColoredMesh, face: np.ndarray, points: np.ndarray) -> np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--avatars", nargs="+", default=list(AVATARS))
+    parser.add_argument("--library", type=Path, default=VALID,
+                        help="folder of NAME/NAME.obj avatars (default: the held-out tests/fixtures/valid)")
+    parser.add_argument("--smooths", type=float, nargs="*", default=[],
+                        help="extra net textures with this surface low-pass sigma (canonical units)")
+    parser.add_argument("--no-detail", action="store_true", help="skip the image / blend variants")
+    parser.add_argument("--no-timing", action="store_true", help="skip the per-texel timing baseline")
     parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
     parser.add_argument("--size", type=int, default=2048, help="texture size of the variants")
     parser.add_argument("--sweep-sizes", type=int, nargs="*", default=[512, 1024, 2048])
@@ -159,7 +170,7 @@ def main() -> None:
     torch.manual_seed(0)
     dataset = args.dataset or Path(tempfile.mkdtemp(prefix="avatex-bench-texture-"))
     t = time.perf_counter()
-    render(args.avatars, dataset)
+    render(args.avatars, dataset, args.library)
     log(f"rendered in {time.perf_counter() - t:.0f} s -> {dataset}")
     model, _ = load_checkpoint(CHECKPOINT, device="cpu")
     model.eval()
@@ -188,12 +199,17 @@ def main() -> None:
                 colors = CachedColors(model, framed, calib_t)
                 tm = texture_mesh(rec.vertices, rec.faces, colors, size=args.size, target_faces=args.faces,
                                   snap=args.snap)
-                if timing is None:
+                if timing is None and not args.no_timing:
                     timing = time_bake(tm, rec, model, framed, calib_t, args.sample)
                 variants = {"net": tm}
-                # The same atlas and texel points: the detail variants reuse the net's colours.
+                # The same atlas and texel points: the other variants reuse the net's colours.
                 reference = (rec.vertices, rec.faces) if args.snap else None
-                for mode, sigma in [("image", 0.0)] + [("blend", s) for s in args.sigmas]:
+                for smooth in args.smooths:
+                    texture, _ = bake_texture(colors, tm.vertices, tm.faces, tm.uv, args.size,
+                                              reference=reference, smooth=smooth)
+                    variants[f"net_smooth{smooth:g}"] = TexturedMesh(tm.vertices, tm.faces, tm.uv, texture)
+                details = [] if args.no_detail else [("image", 0.0)] + [("blend", s) for s in args.sigmas]
+                for mode, sigma in details:
                     detail = ImageDetail.from_view(framed.rgb, framed.mask, rec.vertices, rec.faces, calib,
                                                    mode, **({"sigma": sigma} if sigma else {}))
                     texture, _ = bake_texture(colors, tm.vertices, tm.faces, tm.uv, args.size,
@@ -271,6 +287,7 @@ def summarise(rows: list[dict], timing: dict | None, args: argparse.Namespace) -
              for s in (swept[0]["sizes"] if swept else {})}
     return {"benchmark": "texture", "avatars": sorted({r["avatar"] for r in rows}), "levels": args.levels,
             "faces": args.faces, "size": args.size, "snap": args.snap, "seeds": args.seeds,
+            "smooth": DEFAULT_SMOOTH, "library": str(args.library),
             "samples": args.samples, "resolution": args.resolution,
             "checkpoint": CHECKPOINT.name, "device": "cpu", "threads": torch.get_num_threads(),
             "load_average": list(os.getloadavg()),

@@ -163,7 +163,8 @@ class AVATEX_OT_reconstruct(_OneAtATime, bpy.types.Operator):
             if s.texture != "NONE":
                 return _fail(self, "PIFuHD gives vertex colours only: set Texture to Vertex colours")
         elif s.texture != "NONE":
-            args.update(texture=int(s.texture), faces=s.texture_faces, texture_detail=s.texture_detail)
+            args.update(texture=int(s.texture), faces=s.texture_faces, texture_detail=s.texture_detail,
+                        **({"texture_smooth": 0.0} if s.texture_smooth == "NONE" else {}))
         meta = {"avatex_kind": "reconstruction", "avatex_image": name,
                 "avatex_checkpoint": args["checkpoint"] or ""}
         task = tasks.ReconstructTask(name, tuple(context.scene.cursor.location), meta)

@@ -153,6 +153,7 @@ class AVATEX_PT_reconstruct(_Panel, bpy.types.Panel):
         if s.texture != "NONE":
             col.prop(s, "texture_faces")
             col.prop(s, "texture_detail")
+            col.prop(s, "texture_smooth")
         draw_task(layout, "reconstruct", start="avatex.reconstruct", icon="OUTLINER_OB_ARMATURE")
 
 

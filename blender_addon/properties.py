@@ -87,6 +87,12 @@ class AvatexSettings(bpy.types.PropertyGroup):
                                               "side the camera sees"),
                ("image", "Image", "The input image on the side the camera sees, the net elsewhere")],
         description="Where the texture's colours come from")
+    texture_smooth: EnumProperty(
+        name="Smoothing", default="DEFAULT",
+        items=[("DEFAULT", "Validated", "The backend's low-pass of the colour field, chosen on validation "
+                                        "avatars (lowest texture error)"),
+               ("NONE", "None", "The colour field exactly as queried: a little sharper, a little noisier")],
+        description="Low-pass of the colour field along the surface before it is baked")
 
     # -- Audit
     audit_object: PointerProperty(name="Reconstruction", type=bpy.types.Object, poll=_is_mesh,

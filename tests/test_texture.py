@@ -19,13 +19,16 @@ from backend.recon.analytic import body_image, body_occupancy
 from backend.recon.grid import GridSpec, evaluate_coarse_to_fine
 from backend.recon.mesh import extract_surface, signed_volume
 from backend.recon.texture import (
+    DEFAULT_SMOOTH,
     ImageDetail,
+    chart_of_faces,
     decimate,
     depth_map,
     dilate,
     glb_bytes,
     rasterize,
     save_textured,
+    smooth_on_charts,
     snap_to_surface,
     texture_mesh,
     uv_to_pixels,
@@ -52,7 +55,8 @@ def body():
 @pytest.fixture(scope="module")
 def textured(body):
     vertices, faces = body
-    return texture_mesh(vertices, faces, field, size=1024, target_faces=6000)
+    # smooth=0: the bake itself must reproduce the field; the low-pass has its own test.
+    return texture_mesh(vertices, faces, field, size=1024, target_faces=6000, smooth=0.0)
 
 
 def test_rasterize_covers_each_texel_centre_once_with_exact_barycentrics():
@@ -112,6 +116,68 @@ def test_baked_texture_reproduces_the_field_on_the_surface(textured):
     # No texel is left black: the gutters hold island colours, so seams do not bleed the background.
     # (Half the texels are gutter; the field itself is almost never black in all three channels.)
     assert (textured.texture.reshape(-1, 3).max(axis=1) == 0).mean() < 0.001
+
+
+def _sine_amplitude(points: np.ndarray, values: np.ndarray, wavelength: float) -> float:
+    """Least-squares amplitude of ``values`` ~ a + b sin(2 pi y / wavelength) + c cos(...)."""
+    phase = 2 * np.pi * points[:, 1] / wavelength
+    design = np.stack([np.ones_like(phase), np.sin(phase), np.cos(phase)], axis=1)
+    coef = np.linalg.lstsq(design, values, rcond=None)[0]
+    return float(np.hypot(coef[1], coef[2]))
+
+
+def test_smoothing_is_a_gaussian_of_its_width_along_the_surface(body):
+    """A sinusoid of wavelength 5 cm up the body loses amplitude like a Gaussian low-pass of sigma 8 mm
+    (exp(-2 pi^2 sigma^2 / wavelength^2) = 0.60), whatever the texture size: sigma is in surface units."""
+    wavelength, sigma = 0.05, 0.008
+    vertices, faces = body
+
+    def sine(points: np.ndarray) -> np.ndarray:
+        v = 0.5 + 0.25 * np.sin(2 * np.pi * np.asarray(points)[:, 1] / wavelength)
+        return np.repeat(v[:, None], 3, axis=1).astype(np.float32)
+
+    want = np.exp(-2 * np.pi ** 2 * sigma ** 2 / wavelength ** 2)
+    texels = {}
+    for size in (512, 1024):
+        sharp = texture_mesh(vertices, faces, sine, size=size, target_faces=6000, smooth=0.0)
+        smooth = texture_mesh(vertices, faces, sine, size=size, target_faces=6000, smooth=sigma)
+        (pa, _, ca), (pb, _, cb) = _textured_points(sharp), _textured_points(smooth)
+        ratio = _sine_amplitude(pb, cb[:, 0], wavelength) / _sine_amplitude(pa, ca[:, 0], wavelength)
+        assert abs(ratio - want) < 0.1, (size, ratio, want)
+        assert smooth.stats["smooth"]["sigma"] == sigma
+        texels[size] = smooth.stats["smooth"]["sigma_texels"]
+    assert texels[1024] == pytest.approx(2 * texels[512], rel=0.05)   # the same width on the surface
+    with pytest.raises(InputError, match="smoothing"):
+        texture_mesh(vertices, faces, sine, size=512, target_faces=6000, smooth=-0.01)
+
+
+def test_smoothing_stays_inside_each_chart():
+    """Two charts that touch in the atlas, each one flat colour: a Gaussian over the image would mix them
+    at the border; the per-chart low-pass leaves both exactly as they were, and a step inside one chart
+    does get blurred."""
+    size = 64
+    yy, xx = np.mgrid[8:40, 4:44]
+    pix = (yy * size + xx).ravel()
+    chart = (xx >= 24).ravel().astype(np.int64)
+    colors = np.where(chart[:, None] == 0, [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]).astype(np.float32)
+    out = smooth_on_charts(colors, pix, chart, size, 3.0)
+    assert np.allclose(out, colors, atol=1e-6)
+    step = colors.copy()
+    step[(xx.ravel() < 14)] = [0.0, 1.0, 0.0]
+    blurred = smooth_on_charts(step, pix, chart, size, 3.0)
+    border = (xx.ravel() == 13) | (xx.ravel() == 14)
+    assert np.all(blurred[border, 1] > 0.2) and np.all(blurred[border, 1] < 0.8)
+    assert np.allclose(blurred[chart == 1], colors[chart == 1], atol=1e-6)
+
+
+def test_charts_are_the_connected_uv_components(textured):
+    charts = chart_of_faces(textured.faces, len(textured.vertices))
+    assert charts.shape == (len(textured.faces),) and charts.min() == 0
+    assert 2 <= charts.max() + 1 < len(textured.faces) // 4
+    # A shared UV vertex means a shared chart: every vertex's faces agree on it.
+    chart_of_vertex = np.full(len(textured.vertices), -1)
+    chart_of_vertex[textured.faces.ravel()] = np.repeat(charts, 3)
+    assert np.all(chart_of_vertex[textured.faces] == charts[:, None])
 
 
 def _textured_points(tm, count: int = 40_000):
@@ -315,6 +381,9 @@ def test_cli_writes_a_textured_glb_that_evaluate_reads(tmp_path):
     (["--texture", "1024", "--out", "x.ply"], "with --texture, --out must end in .glb or .obj"),
     (["--out", "x.glb"], ".glb needs --texture"),
     (["--texture", "1024", "--faces", "5", "--out", "x.glb"], "--faces must be at least 100"),
+    (["--texture-smooth", "0.01", "--out", "x.ply"], "--texture-smooth needs --texture"),
+    (["--texture", "1024", "--texture-smooth", "-1", "--out", "x.glb"],
+     "--texture-smooth must be in [0, 0.1]"),
 ])
 def test_cli_rejects_bad_textured_options_in_one_line(tmp_path, argv, message):
     run = subprocess.run([sys.executable, "-m", "backend", "reconstruct", "img.png", "--checkpoint", "c.pt",
@@ -370,6 +439,12 @@ def test_server_reconstruct_with_texture_returns_and_saves_the_textured_mesh(tmp
         res = client.call("reconstruct", {"checkpoint": "small.pt", "resolution": 64, "texture": 512,
                                           "faces": 2000, "out": "out/rec.glb", "texture_detail": "blend"},
                           {"image": image}, timeout=600, on_progress=lambda e: stages.append(e.stage))
+        sharp = client.call("reconstruct", {"checkpoint": "small.pt", "resolution": 64, "texture": 512,
+                                            "faces": 2000, "texture_smooth": 0.02}, {"image": image},
+                            timeout=600)
+        with pytest.raises(BackendError, match="texture_smooth"):
+            client.call("reconstruct", {"checkpoint": "small.pt", "texture": 512, "texture_smooth": 0.5},
+                        {"image": image}, timeout=60)
         with pytest.raises(BackendError, match="texture_detail"):
             client.call("reconstruct", {"checkpoint": "small.pt", "texture": 512, "texture_detail": "sharp"},
                         {"image": image}, timeout=60)
@@ -385,6 +460,8 @@ def test_server_reconstruct_with_texture_returns_and_saves_the_textured_mesh(tmp
     np.testing.assert_allclose(arrays["colors"], sample_texture(arrays["texture"], arrays["uv"]))
     assert "texture" in stages and res.result["stats"]["texture"]["texture_size"] == 512
     assert res.result["stats"]["texture"]["detail"]["mode"] == "blend"
+    assert res.result["stats"]["texture"].get("smooth", {}).get("sigma", 0.0) == DEFAULT_SMOOTH
+    assert sharp.result["stats"]["texture"]["smooth"]["sigma"] == 0.02
     assert res.result["stats"]["texture"]["detail"]["image_texels"] > 1000
     saved = load_mesh(tmp_path / "out" / "rec.glb")
     assert saved.has_texture and len(saved.faces) == len(arrays["faces"])

@@ -55,6 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="with --texture: the colour field only (net, default), or the input image on "
                              "the side the camera sees (image), or the net plus the image's fine detail "
                              "(blend); docs/api.md, 'Visible-side detail'")
+    parser.add_argument("--texture-smooth", type=float, default=None, metavar="SIGMA",
+                        help="with --texture: Gaussian low-pass of the colour field along the surface, "
+                             "sigma in canonical units (the subject is 1.76 tall, so about metres; "
+                             "default chosen on validation avatars, docs/api.md; 0 keeps the field as "
+                             "queried)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--resolution", type=int, default=256, help="grid cells per axis (default 256)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -73,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"with --texture, --out must end in .glb or .obj, got {args.out.name!r}")
         if args.faces < 100:
             raise InputError(f"--faces must be at least 100, got {args.faces}")
+        if args.texture_smooth is not None and not 0 <= args.texture_smooth <= 0.1:
+            raise InputError(f"--texture-smooth must be in [0, 0.1] canonical units, "
+                             f"got {args.texture_smooth}")
+    elif args.texture_smooth is not None:
+        raise InputError("--texture-smooth needs --texture")
     elif args.out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(f"--out must end in .ply or .obj (.glb needs --texture), got {args.out.name!r}")
     if args.model == "pifuhd":
@@ -162,9 +172,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             from backend.recon.texture import reconstruct_textured
 
+            smooth = {} if args.texture_smooth is None else {"smooth": args.texture_smooth}
+
             result, textured = reconstruct_textured(model, image, mask, texture_size=args.texture,
                                                     target_faces=args.faces, resolution=args.resolution,
-                                                    detail=args.texture_detail,
+                                                    detail=args.texture_detail, **smooth,
                                                     device=args.device,
                                                     progress=Progress(progress, interval_s=0.1))
     finally:

@@ -35,6 +35,9 @@ from backend.errors import InputError
 
 TEXTURE_SIZES = (512, 1024, 2048, 4096)
 DEFAULT_FACES = 20_000
+DEFAULT_SMOOTH = 0.009
+"""Surface low-pass of the baked field, sigma in canonical units (about metres: 9 mm, about one
+marching-cubes cell at resolution 256), chosen on validation avatars (docs/api.md, "Textured output")."""
 TEXTURED_SUFFIXES = (".glb", ".obj")
 DETAIL_MODES = ("net", "image", "blend")
 ColorFn = Callable[[np.ndarray], np.ndarray]
@@ -201,17 +204,73 @@ def dilate(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
     return image[iy, ix]
 
 
+def chart_of_faces(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Chart index (F,) of every face of an unwrapped mesh, numbered from 0.
+
+    xatlas splits vertices along chart borders, so two faces share a vertex exactly when they lie in one
+    chart: the charts are the connected components of the face-vertex incidence graph.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f = np.asarray(faces, dtype=np.int64)
+    n = len(f) + int(n_vertices)
+    rows = np.repeat(np.arange(len(f)), 3)
+    graph = coo_matrix((np.ones(f.size, np.int8), (rows, len(f) + f.ravel())), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return np.unique(labels[: len(f)], return_inverse=True)[1].reshape(-1)
+
+
+def texels_per_unit(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int) -> float:
+    """Texels per canonical unit of surface length: xatlas packs every chart at one density."""
+    px = uv_to_pixels(uv, size)[np.asarray(faces, dtype=np.int64)]
+    uv_area = 0.5 * np.abs(np.cross(px[:, 1] - px[:, 0], px[:, 2] - px[:, 0])).sum()
+    area = triangles.areas(np.asarray(vertices, dtype=np.float64), faces).sum()
+    return float(np.sqrt(uv_area / area)) if area > 0 else 0.0
+
+
+def smooth_on_charts(colors: np.ndarray, pix: np.ndarray, chart: np.ndarray, size: int, sigma_px: float
+                     ) -> np.ndarray:
+    """Gaussian low-pass (``sigma_px`` texels) of texel colours, within each chart only.
+
+    A blur over the whole image would mix neighbouring charts, which are unrelated places on the body
+    a few texels apart; so each chart is blurred on its own crop, normalised by the blurred coverage,
+    so that chart borders average only texels of their own chart.
+    """
+    from scipy import ndimage
+
+    if sigma_px <= 0 or not len(pix):
+        return colors
+    colors = np.asarray(colors, dtype=np.float32)
+    out = np.empty_like(colors)
+    y, x = np.divmod(np.asarray(pix, dtype=np.int64), size)
+    margin = int(np.ceil(3.0 * sigma_px)) + 1
+    order = np.argsort(chart, kind="stable")
+    for idx in np.split(order, np.flatnonzero(np.diff(chart[order])) + 1):
+        yy, xx = y[idx] - y[idx].min() + margin, x[idx] - x[idx].min() + margin
+        canvas = np.zeros((yy.max() + margin + 1, xx.max() + margin + 1, 4), np.float32)
+        canvas[yy, xx, :3] = colors[idx]
+        canvas[yy, xx, 3] = 1.0
+        canvas = ndimage.gaussian_filter(canvas, (sigma_px, sigma_px, 0), mode="constant", truncate=3.0)
+        out[idx] = canvas[yy, xx, :3] / np.maximum(canvas[yy, xx, 3:], 1e-6)
+    return out
+
+
 def bake_texture(color_fn: ColorFn, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int,
                  *, reference: tuple[np.ndarray, np.ndarray] | None = None,
-                 detail: DetailFn | None = None) -> tuple[np.ndarray, dict]:
+                 detail: DetailFn | None = None, smooth: float = DEFAULT_SMOOTH) -> tuple[np.ndarray, dict]:
     """Texture (size, size, 3) uint8 sRGB whose texels hold ``color_fn`` at their surface points.
 
     ``color_fn`` maps float32 points (K, 3) to sRGB (K, 3) in [0, 1]; it is called once with every
     covered texel (it batches internally). ``reference`` (vertices, faces): query at the closest point
     of that surface instead (:func:`snap_to_surface`). ``detail`` (points, unit normals, colours) ->
-    colours refines the queried colours, e.g. :class:`ImageDetail`. Returns the image and stats
-    (texels queried, coverage, seconds in the queries).
+    colours refines the queried colours, e.g. :class:`ImageDetail`. ``smooth``: Gaussian sigma in the
+    mesh's units of a low-pass of the queried field along the surface (:func:`smooth_on_charts`),
+    applied before the detail, so the image's detail is not blurred; 0 is off. Returns the image and
+    stats (texels queried, coverage, seconds in the queries).
     """
+    if not smooth >= 0:
+        raise InputError(f"texture smoothing must be >= 0, got {smooth!r}")
     pix, points, face = texel_points(vertices, faces, uv, size)
     if not len(pix):
         raise InputError("the UV atlas covers no texel centre (texture too small for the mesh?)")
@@ -225,6 +284,10 @@ def bake_texture(color_fn: ColorFn, vertices: np.ndarray, faces: np.ndarray, uv:
     t = time.perf_counter()
     colors = np.asarray(color_fn(points), dtype=np.float32)
     stats["query_seconds"] = round(time.perf_counter() - t, 4)
+    if smooth > 0:
+        sigma_px = smooth * texels_per_unit(vertices, faces, uv, size)
+        colors = smooth_on_charts(colors, pix, chart_of_faces(faces, len(vertices))[face], size, sigma_px)
+        stats["smooth"] = {"sigma": smooth, "sigma_texels": round(sigma_px, 3)}
     if detail is not None:
         normals = triangles.unit_normals(np.asarray(vertices, dtype=np.float64), faces)[face]
         colors = np.asarray(detail(points, normals, colors), dtype=np.float32)
@@ -238,13 +301,13 @@ def bake_texture(color_fn: ColorFn, vertices: np.ndarray, faces: np.ndarray, uv:
 
 def texture_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, *, size: int = 2048,
                  target_faces: int = DEFAULT_FACES, snap: bool = False,
-                 detail: DetailFn | None = None) -> TexturedMesh:
+                 detail: DetailFn | None = None, smooth: float = DEFAULT_SMOOTH) -> TexturedMesh:
     """Decimate, unwrap and bake: the whole textured path on any mesh and colour field.
 
     ``snap``: query the colour where the texel's point lies on the *input* surface (its closest point),
     not on the decimated one. Off by default: the 20k-face surface lies 0.2 mm from the full one on
     average and snapping did not move PATD (docs/api.md, "Textured output"), but a coarser budget or a
-    sharper colour field may need it. ``detail``: see :func:`bake_texture`.
+    sharper colour field may need it. ``detail``, ``smooth``: see :func:`bake_texture`.
     """
     if size not in TEXTURE_SIZES:
         raise InputError(f"texture size must be one of {TEXTURE_SIZES}, got {size!r}")
@@ -263,7 +326,8 @@ def texture_mesh(vertices: np.ndarray, faces: np.ndarray, color_fn: ColorFn, *, 
     uv_area = np.abs(np.cross(px[:, 1] - px[:, 0], px[:, 2] - px[:, 0]))
     t = time.perf_counter()
     reference = (np.asarray(vertices), np.asarray(faces)) if snap else None
-    texture, bake_stats = bake_texture(color_fn, v_uv, f_uv, uv, size, reference=reference, detail=detail)
+    texture, bake_stats = bake_texture(color_fn, v_uv, f_uv, uv, size, reference=reference, detail=detail,
+                                       smooth=smooth)
     seconds["bake"] = time.perf_counter() - t
     stats = {"texture_size": size, "faces": int(len(f_uv)), "vertices": int(len(v_uv)),
              "source_faces": int(len(faces)), "snap": bool(snap), **bake_stats,
@@ -374,12 +438,12 @@ def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = None, *,
                          texture_size: int = 2048, target_faces: int = DEFAULT_FACES, detail: str = "net",
-                         snap: bool = False, **kwargs):
+                         snap: bool = False, smooth: float = DEFAULT_SMOOTH, **kwargs):
     """:func:`backend.recon.reconstruct`, then texture its mesh from the colour net (or, for a
     geometry-only model, from the input image: the same source the vertex colours use).
 
     ``detail``: ``"net"`` (the colour field only), ``"image"`` or ``"blend"`` (the input image on the
-    side the camera sees, :class:`ImageDetail`). ``snap``: see :func:`texture_mesh`.
+    side the camera sees, :class:`ImageDetail`). ``snap``, ``smooth``: see :func:`texture_mesh`.
     Returns ``(Reconstruction, TexturedMesh)``: the full vertex-coloured mesh and the textured one.
     The image is framed and encoded again after the reconstruction (one encoder pass), so the
     reconstruction itself stays untouched.
@@ -395,6 +459,8 @@ def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = Non
         raise InputError(f"texture size must be one of {TEXTURE_SIZES}, got {texture_size!r}")
     if detail not in DETAIL_MODES:
         raise InputError(f"texture detail must be one of {DETAIL_MODES}, got {detail!r}")
+    if not smooth >= 0:
+        raise InputError(f"texture smoothing must be >= 0, got {smooth!r}")
     rec = reconstruct(model, image, mask, **kwargs)
     dev = resolve_device(kwargs.get("device"))
     chunk = kwargs.get("chunk") or default_chunk(dev)
@@ -416,7 +482,7 @@ def reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None = Non
                 return _vertex_colors(model, framed, points, calib, dev, kwargs.get("fast"), chunk, baking)[0]
 
             textured = texture_mesh(rec.vertices, rec.faces, color_fn, size=texture_size,
-                                    target_faces=target_faces, snap=snap, detail=refine)
+                                    target_faces=target_faces, snap=snap, detail=refine, smooth=smooth)
     finally:
         model.train(was_training)
     textured.stats["crop"] = rec.stats.get("crop")

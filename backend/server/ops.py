@@ -316,6 +316,8 @@ def _reconstruct_textured(model, image: np.ndarray, mask: np.ndarray | None, arg
     rec, tm = reconstruct_textured(model, image, mask, texture_size=args["texture"],
                                    target_faces=args["faces"], resolution=args["resolution"],
                                    detail=args["texture_detail"],
+                                   **({} if args["texture_smooth"] is None
+                                      else {"smooth": args["texture_smooth"]}),
                                    device=ctx.device, progress=ctx.job_progress)
     stats = {**dict(rec.stats or {}), "texture": tm.stats}
     result: dict[str, Any] = {"vertices": len(tm.vertices), "faces": len(tm.faces), "stats": stats}
@@ -433,6 +435,10 @@ _OPERATIONS = (
                     "texture_detail": Arg("str", default="net", choices=("net", "image", "blend"),
                                           doc="with texture: colour field only, the input image on the "
                                               "visible side, or the net plus the image's fine detail"),
+                    "texture_smooth": Arg("float", minimum=0.0, maximum=0.1,
+                                          doc="with texture: Gaussian low-pass of the colour field along "
+                                              "the surface, sigma in canonical units (0: none; default: "
+                                              "the backend's, chosen on validation avatars)"),
                     "overwrite": Arg("bool", default=False, doc="replace an existing 'out' file"),
                     "timeout_s": _TIMEOUT},
               arrays={"image": _IMAGE, "mask": _MASK, "views": _VIEWS, "calibs": _CALIBS, "masks": _MASKS},
