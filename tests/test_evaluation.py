@@ -326,6 +326,41 @@ def test_values_match_a_direct_texture_distance(evaluated, relit, model, sid, le
     assert len(mesh.vertices) == row["vertices"] and mesh.vertex_colors is not None
 
 
+def test_color_only_patd_is_the_net_queried_at_the_gt_surface(evaluated, relit):
+    """The colour-only diagnostic, recomputed from the model's own query on the GT's dense samples, mapped
+    into the framed image's space; it ignores the reconstructed surface, so two models that share
+    geometry but not colour get different values, and the values are plausible CIEDE2000 means."""
+    from backend.evaluation.framing import canonical_to_recon
+    from backend.metrics.color import ciede2000, srgb_to_lab
+    from backend.metrics.patd import gt_point_set
+
+    ev = evaluated["ev"]
+    sid, level = "avatar_0002", "wild"
+    row = next(r for r in ev.per_item if (r["model"], r["subject"], r["level"]) == ("B", sid, level))
+    model, _ = load_checkpoint(evaluated["models"]["B"], device="cpu")
+    model.eval()
+    rgba = relit.image(sid, 0, level)
+    framed = frame_subject(rgba[..., :3], rgba[..., 3], size=model.config.load_size)
+    xyz, rgb, _, _ = gt_point_set(relit.gt_mesh(sid), GT_SAMPLES, np.random.default_rng(0))
+    step = max(1, len(xyz) // 20_000)
+    xyz, rgb = xyz[::step][:20_000], rgb[::step][:20_000]
+    rec = reconstruct(model, rgba[..., :3], rgba[..., 3], resolution=RESOLUTION, device="cpu")
+    crop = rec.stats["crop"]
+    crop = (crop["top"], crop["left"], crop["side"]) if isinstance(crop, dict) else tuple(crop)
+    pts = canonical_to_recon(xyz, crop, tuple(rec.stats["image_size"][:2]), model.config.load_size,
+                             relit.calib(sid, 0))
+    calib = torch.from_numpy(canonical.calib_for_view(0.0)).float().unsqueeze(0)
+    with torch.inference_mode():
+        model.encode(torch.from_numpy(framed.network_input()))
+        q = model.query_color(torch.from_numpy(pts.astype(np.float32)).t().unsqueeze(0), calib)[0].t()
+    colors = np.clip(q.numpy() * 0.5 + 0.5, 0, 1)
+    want = float(np.mean(ciede2000(srgb_to_lab(colors), srgb_to_lab(rgb))))
+    assert row["patd_color_only"] == pytest.approx(want, rel=1e-4)
+    other = next(r for r in ev.per_item if (r["model"], r["subject"], r["level"]) == ("A", sid, level))
+    assert other["patd_color_only"] != row["patd_color_only"]
+    assert all(0 < r["patd_color_only"] < 100 for r in ev.per_item)
+
+
 def test_image_metrics_and_lpips_status(evaluated):
     ev = evaluated["ev"]
     out = evaluated["out"]

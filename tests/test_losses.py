@@ -9,9 +9,11 @@ from skimage.metrics import structural_similarity
 
 from backend.train.losses import (
     color_loss,
+    lab_unit,
     occupancy_loss,
     patch_ssim,
     patch_ssim_loss,
+    patch_std,
 )
 
 
@@ -160,4 +162,60 @@ def test_color_loss_mixes():
     assert color_loss("ssim", x, y, w_ssim=0.5)["loss"].item() == pytest.approx(0.5 * s.item())
     mix = color_loss("l1+ssim", x, y, w_l1=0.16, w_ssim=0.84)
     assert mix["loss"].item() == pytest.approx(0.16 * l1.item() + 0.84 * s.item())
-    assert set(mix) == {"loss", "l1", "ssim"}
+    assert set(mix) == {"loss", "l1", "ssim", "std_ratio", "flat"}
+
+
+def test_ssim_in_lab_is_scikit_image_ssim_on_colour_science_lab():
+    """SSIM in L*a*b*: the Lab values are colour-science's (scaled as documented), the SSIM is
+    scikit-image's on them. A x0.8 darkening (the error wild light causes) costs little in either space:
+    L*'s cube root compresses the contrast change that sRGB's variance term sees (docs/training.md)."""
+    import colour
+
+    rng = np.random.default_rng(11)
+    unit = rng.uniform(0.35, 0.75, (6, 25, 3))
+    target = torch.from_numpy(unit * 2 - 1)
+    dark = torch.from_numpy(unit * 0.8 * 2 - 1)
+    srgb = patch_ssim_loss(dark, target, value_range="unit").item()
+    lab = patch_ssim_loss(dark, target, space="lab").item()
+    assert 0.01 < lab < srgb < 0.06
+    ref = colour.XYZ_to_Lab(colour.sRGB_to_XYZ(unit[0]))
+    expected_lab = ref / [100, 255, 255] + [0, 128 / 255, 128 / 255]
+    assert np.allclose(lab_unit(target[0]).numpy(), expected_lab, atol=2e-3)
+    a = lab_unit(dark[:1]).numpy()[0].reshape(5, 5, 3)
+    b = lab_unit(target[:1]).numpy()[0].reshape(5, 5, 3)
+    want = structural_similarity(a, b, win_size=5, data_range=1.0, channel_axis=-1,
+                                 gaussian_weights=False, use_sample_covariance=False)
+    got = patch_ssim_loss(dark[:1], target[:1], space="lab").item()
+    assert abs(got - (1 - want)) < 1e-5
+
+
+def test_flat_patches_are_left_out_of_the_ssim_mean():
+    rng = np.random.default_rng(12)
+    textured = torch.from_numpy(rng.uniform(-0.6, 0.6, (1, 3, 25, 3)))
+    flat = torch.full((1, 2, 25, 3), 0.1, dtype=torch.float64)
+    target = torch.cat([textured, flat], dim=1)
+    pred = (target + 0.2 * torch.from_numpy(rng.normal(size=target.shape))).clamp(-1, 1)
+    std = patch_std(target)
+    assert torch.all(std[0, 3:] < 1e-6) and torch.all(std[0, :3] > 0.15)
+    only_textured = patch_ssim_loss(pred[:, :3], target[:, :3], value_range="unit").item()
+    skipped = patch_ssim_loss(pred, target, value_range="unit", min_std=0.05).item()
+    everything = patch_ssim_loss(pred, target, value_range="unit").item()
+    assert skipped == pytest.approx(only_textured, rel=1e-9)
+    assert abs(everything - skipped) > 0.01
+    assert patch_ssim_loss(pred[:, 3:], target[:, 3:], min_std=0.05).item() == 0.0
+    leaf = pred.clone().requires_grad_(True)
+    patch_ssim_loss(leaf, target, value_range="unit", min_std=0.05).backward()
+    assert torch.all(leaf.grad[:, 3:] == 0) and leaf.grad[:, :3].abs().sum() > 0
+    with pytest.raises(ValueError, match="local"):
+        patch_ssim_loss(pred, target, variant="seed", min_std=0.05)
+
+
+def test_std_ratio_tells_flat_predictions_from_textured_ones():
+    rng = np.random.default_rng(13)
+    target = torch.from_numpy(rng.uniform(-0.8, 0.8, (2, 6, 25, 3)))
+    mean = target.mean(dim=-2, keepdim=True)
+    for pred, want in [(target, 1.0), (mean.expand_as(target), 0.0), (mean + 0.5 * (target - mean), 0.5)]:
+        parts = color_loss("ssim", pred, target)
+        assert parts["std_ratio"].item() == pytest.approx(want, abs=1e-6)
+        assert parts["flat"].item() == 0.0
+    assert not parts["std_ratio"].requires_grad

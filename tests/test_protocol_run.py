@@ -152,6 +152,37 @@ def test_smoke_run_reports_every_cell_with_intervals(smoke):
 
 
 @pytest.mark.slow
+def test_patch_study_trains_variants_from_the_baseline_and_scores_validation_only(smoke):
+    from backend.experiment.patch_study import REFERENCE, run_study
+
+    run = smoke["run"]
+    summary = run_study(run, only=["skip_flat", "lab"], device="cpu", threads=1, verbose=False)
+    assert set(summary["variants"]) == {REFERENCE, "skip_flat", "lab"} and summary["seeds"] == [0, 1]
+    split = json.loads((run / "split.json").read_text())
+    val_avatars = {r["avatar"] for r in split["splits"]["val"]}
+    assert set(summary["values"]["avatars"]) == val_avatars
+    for seed in (0, 1):
+        baseline = sorted((run / f"seed_{seed}" / "train" / "baseline" / "checkpoints").glob("*.pt"))[-1]
+        for name, key, value in (("skip_flat", "patch_min_std", 0.02), ("lab", "ssim_space", "lab")):
+            cfg = json.loads((run / f"seed_{seed}" / "study" / name / "config.json").read_text())
+            assert cfg[key] == value and cfg["loss"] == "l1+ssim" and "b_test" not in cfg["data"]
+            assert Path(cfg["init"]).resolve() == baseline.resolve()
+        assert not (run / f"seed_{seed}" / "study" / REFERENCE).exists()   # the column is reused
+        assert not list((run / f"seed_{seed}" / "study").rglob("eval_test"))
+    for row in summary["variants"].values():
+        for level in ("wild", "clear"):
+            cell = row["levels"][level]["cell"]
+            assert cell["n"] == 1 and 0 < cell["mean"] < 100
+        assert 0 <= row["diagnostics"]["std_ratio"] < 10 and 0 <= row["diagnostics"]["flat"] <= 1
+    assert summary["variants"]["skip_flat"]["levels"]["wild"]["vs_reference"] is not None
+    assert summary["best"] in summary["variants"]
+    text = (run / "study" / "study.md").read_text()
+    assert "validation only" in text and "skip_flat" in text and "patch_min_std = 0.02" in text
+    with pytest.raises(InputError, match="unknown study variant"):
+        run_study(run, only=["bigger"], device="cpu", threads=1, verbose=False)
+
+
+@pytest.mark.slow
 def test_rerun_resumes_and_test_is_touched_once(smoke):
     run, kwargs = smoke["run"], smoke["kwargs"]
     finals = sorted((run / "seed_0" / "train").glob("*/checkpoints/*.pt"))

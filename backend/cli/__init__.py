@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "table": "table",
     "experiment": "experiment",
     "protocol": "protocol",
+    "patch-study": "patch_study",
     "serve": "serve",
     "keys": "keys",
     "weights": "weights",

@@ -19,7 +19,7 @@ from avatex_core import canonical
 from avatex_core.progress import NULL, Progress
 from backend.data.dataset import Dataset
 from backend.errors import InputError
-from backend.evaluation.framing import reconstruction_to_canonical
+from backend.evaluation.framing import canonical_to_recon, reconstruction_to_canonical
 from backend.evaluation.models import LoadedModel, group_by_geometry, load_model, unique_slugs
 from backend.evaluation.plan import TEXTURE_GT_SAMPLES, EvalConfig, EvalPlan
 from backend.evaluation.render import run_render_job, write_render_mesh
@@ -60,6 +60,32 @@ def color_vertices(model: PIFu, framed, vertices: np.ndarray, *, geometry_featur
         out[start:start + step] = rgb.float().cpu().numpy()
     np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+COLOR_ONLY_SAMPLES = 20_000
+"""GT surface points at which the colour-only PATD queries each colour net (every k-th dense sample)."""
+
+
+def color_only_patd(model: PIFu, framed, subj_dense: ColoredMesh, stats: dict, calib: np.ndarray, *,
+                    geometry_feature: torch.Tensor | None = None, samples: int = COLOR_ONLY_SAMPLES) -> float:
+    """Mean CIEDE2000 between the colour net queried *at the GT surface* and the GT colour there.
+
+    A diagnostic beside PATD: the reconstructed surface's errors (a limb in the wrong place takes the
+    colour of whatever GT point is nearest) drop out, so what remains is the colour net's own error.
+    ``subj_dense`` is the dense GT point set (canonical); ``stats`` the reconstruction's framing.
+    """
+    from backend.metrics.color import ciede2000, srgb_to_lab
+
+    step = max(1, len(subj_dense.vertices) // samples)
+    points = subj_dense.vertices[::step][:samples]
+    gt_rgb = subj_dense.per_vertex_colors()[::step][:samples]
+    crop = stats["crop"]
+    if isinstance(crop, dict):
+        crop = (crop["top"], crop["left"], crop["side"])
+    framed_points = canonical_to_recon(points, tuple(crop), tuple(stats["image_size"][:2]),
+                                       int(stats["input_size"]), calib)
+    colors = color_vertices(model, framed, framed_points, geometry_feature=geometry_feature)
+    return float(np.mean(ciede2000(srgb_to_lab(colors), srgb_to_lab(gt_rgb))))
 
 
 def cm_per_unit_for(normalization: canonical.Normalization) -> tuple[float | None, str | None]:
@@ -155,7 +181,8 @@ class _Execution:
             "reconstructions": 0, "color_queries": 0, "geometry_evaluations": 0, "renders": 0,
             "render_processes": 0, "resumed_items": len(self.entries), "skipped": list(self.plan.skipped),
             "seconds": {"load": round(time.perf_counter() - self.t_start, 3), "reconstruct": 0.0,
-                        "color": 0.0, "texture": 0.0, "geometry": 0.0, "render": 0.0, "image_metrics": 0.0},
+                        "color": 0.0, "texture": 0.0, "color_only": 0.0, "geometry": 0.0, "render": 0.0,
+                        "image_metrics": 0.0},
             "groups": [[m.name for m in g] for g in self.groups], "device": str(self.device)}
         self.stats["lpips"] = _lpips_stats(self.cfg)
 
@@ -327,15 +354,13 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
                 "chamfer_cm": geo.chamfer_cm, "pred_to_gt_cm": geo.pred_to_gt_cm,
                 "gt_to_pred_cm": geo.gt_to_pred_cm}
 
-    framed = None
+    framed = frame_subject(rgba[..., :3], rgba[..., 3], size=size)
     results = {}
     for m in todo:
         if m is leader:
             colors = rec.colors
         else:
             progress.check("evaluation cancelled")
-            if framed is None:
-                framed = frame_subject(rgba[..., :3], rgba[..., 3], size=size)
             t = time.perf_counter()
             colors = color_vertices(m.model, framed, rec.vertices,
                                     geometry_feature=leader.model.net_g.get_im_feat())
@@ -347,6 +372,10 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
         dense = texture_distance(vertices, colors, subj.dense, k=k, device=device,
                                  progress=progress.muted())
         seconds["texture"] += time.perf_counter() - t
+        t = time.perf_counter()
+        color_only = color_only_patd(m.model, framed, subj.dense, rec.stats, calib,
+                                     geometry_feature=leader.model.net_g.get_im_feat())
+        seconds["color_only"] += time.perf_counter() - t
         # The dense point set stood in for the GT's surface.
         td = replace(td, dense=replace(dense, gt_kind="surface-samples"))
         s, sd = td.summary(), dense.summary()
@@ -357,7 +386,7 @@ def _evaluate_input(group: list[LoadedModel], todo: list[LoadedModel], ds: Datas
                  "patd_dense": sd["patd"]["mean"], "pipatd_dense": sd["pipatd"]["mean"],
                  "patd_dense_median": sd["patd"]["median"], "patd_dense_p90": sd["patd"]["p90"],
                  "pipatd_dense_median": sd["pipatd"]["median"], "pipatd_dense_p90": sd["pipatd"]["p90"],
-                 "dense_samples": sd["gt_points"],
+                 "dense_samples": sd["gt_points"], "patd_color_only": color_only,
                  "k": s["k"], "gt_points": s["gt_points"], "gt_kind": s["gt_kind"],
                  "vertices": int(len(vertices)), "faces": int(len(faces)), **geometry,
                  "reconstruction_seconds": rec.stats["seconds"].get("total")}

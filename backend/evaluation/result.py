@@ -21,9 +21,9 @@ from backend.evaluation import tables
 FORMAT = "avatex-evaluation"
 FORMAT_VERSION = 1
 
-SUMMARY_KEYS = ("patd", "pipatd", "patd_dense", "pipatd_dense", "chamfer", "chamfer_cm", "pred_to_gt",
-                "pred_to_gt_cm", "gt_to_pred", "gt_to_pred_cm", "normal_consistency", "psnr", "ssim",
-                "psnr_input", "ssim_input", "psnr_novel", "ssim_novel", "lpips_input", "lpips_novel")
+SUMMARY_KEYS = ("patd", "pipatd", "patd_dense", "pipatd_dense", "patd_color_only", "chamfer", "chamfer_cm",
+                "pred_to_gt", "pred_to_gt_cm", "gt_to_pred", "gt_to_pred_cm", "normal_consistency", "psnr",
+                "ssim", "psnr_input", "ssim_input", "psnr_novel", "ssim_novel", "lpips_input", "lpips_novel")
 """Per-item values averaged into :attr:`Evaluation.table`."""
 
 

@@ -110,3 +110,35 @@ def level_bars(path: Path, table: Mapping[str, Mapping[str, Mapping[str, float |
             ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def interval_bars(path: Path, cells: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float] | None]]],
+                  labels: Mapping[str, str], levels: Sequence[str], metrics: Sequence[str]) -> Path:
+    """One panel per metric: per level and model, the mean over test persons with its 95 % interval as
+    an error bar (the protocol's cells, ``{metric: {model: {level: {mean, low, high}}}}``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    levels = [lv for lv in LEVEL_ORDER if lv in levels] + [lv for lv in levels if lv not in LEVEL_ORDER]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.4), squeeze=False)
+    palette = plt.get_cmap("tab10")
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        models = list(cells[metric])
+        width = 0.8 / max(1, len(models))
+        x = np.arange(len(levels))
+        for i, m in enumerate(models):
+            got = [cells[metric][m].get(lv) for lv in levels]
+            mean = np.array([np.nan if c is None else c["mean"] for c in got])
+            low = np.array([np.nan if c is None else c["mean"] - c["low"] for c in got])
+            high = np.array([np.nan if c is None else c["high"] - c["mean"] for c in got])
+            ax.bar(x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=[low, high], capsize=2,
+                   color=palette(i), label=labels.get(m, m))
+        ax.set_xticks(x, levels)
+        ax.set_title(f"{metric}: mean over test persons, 95 % interval")
+        ax.set_ylabel("ΔE00 (lower is better)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

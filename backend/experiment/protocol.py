@@ -223,7 +223,11 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
     from backend.experiment.pipeline import default_threads
 
     torch.set_num_threads(threads or default_threads(device))
-    timings: dict[str, float] = {}
+    # Wall time per stage, summed over every invocation of this run (a resumed run adds to it).
+    timings_path = root / "timings.json"
+    timings: dict[str, float] = (json.loads(timings_path.read_text(encoding="utf-8"))
+                                 if timings_path.is_file() else {})
+    total_before = float(timings.pop("total", 0.0))
     started = time.monotonic()
 
     def timed(name: str, fn, *args, **kwargs):
@@ -232,6 +236,7 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
         t = time.monotonic()
         result = fn(*args, **kwargs)
         timings[name] = round(timings.get(name, 0.0) + time.monotonic() - t, 1)
+        write_json(timings_path, {**timings, "total": round(total_before + time.monotonic() - started, 1)})
         return result
 
     try:
@@ -302,7 +307,8 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
             test = {seed: timed("evaluate_test", _evaluate, models[seed], data_test,
                                 root / f"seed_{seed}" / "eval_test", b, b_levels, device) for seed in seeds}
             test_cells = rep.collect(test, levels=b_levels, groups=groups)
-        timings["total"] = round(time.monotonic() - started, 1)
+        timings["total"] = round(total_before + time.monotonic() - started, 1)
+        write_json(timings_path, timings)
         paths = rep.write_report(root / "results", test_cells=test_cells, val_cells=val_cells, choice=choice,
                                  record=record, budget=b, seeds=seeds, levels=b_levels, spec=spec,
                                  timings=timings, command=command)
@@ -325,7 +331,13 @@ def record_names(record: dict[str, Any], split: str) -> list[str]:
 
 def _evaluate(models: dict[str, Path], data: Path, out: Path, b: ProtocolBudget, levels: list[str],
               device: str | None):
-    """The six models on ``data``'s test split (validation for B-dev, test for B-test), resumable.
+    """The six models on ``data``'s test split (validation for B-dev, test for B-test), resumable."""
+    return _evaluate_models({m: models[m] for m in COLUMNS}, data, out, b, levels, device)
+
+
+def _evaluate_models(models: dict[str, Path], data: Path, out: Path, b: ProtocolBudget, levels: list[str],
+                     device: str | None):
+    """``models`` on ``data``'s test split with the budget's evaluation settings, resumable.
 
     ``eval_test`` is computed only inside the report stage (:func:`reading_test`).
     """
@@ -333,7 +345,7 @@ def _evaluate(models: dict[str, Path], data: Path, out: Path, b: ProtocolBudget,
 
     if out.name == "eval_test":
         _require_report_stage(f"evaluating {out}")
-    return evaluate_runs({m: models[m] for m in COLUMNS}, data, split="test", levels=levels,
+    return evaluate_runs(dict(models), data, split="test", levels=levels,
                          views=list(b.eval_views), resolution=b.eval_resolution or b.base.eval_resolution,
                          k=b.base.k, device=device, image_metrics=b.base.image_metrics,
                          novel_views=b.base.novel_views, out_dir=out, keep_meshes=False)

@@ -20,8 +20,10 @@ from backend.experiment.protocol_budgets import COLUMN_LABELS, COLUMNS, Protocol
 
 PRIMARY = ("patd_dense", "pipatd_dense")
 VERTEX = ("patd", "pipatd")
+DIAGNOSTIC = ("patd_color_only",)
+"""The colour net queried at the GT surface: its own colour error, geometry left out."""
 GEOMETRY = ("chamfer_cm", "pred_to_gt_cm", "normal_consistency")
-METRICS = PRIMARY + VERTEX + GEOMETRY
+METRICS = PRIMARY + VERTEX + DIAGNOSTIC + GEOMETRY
 HIGHER_IS_BETTER = {"normal_consistency"}
 PAIRS = (("ssim_local", "l1"), ("ssim_seed", "l1"), ("l1_ssim", "l1"), ("l1", "baseline"),
          ("l1_ssim", "baseline"), ("l1", "control"), ("l1_ssim", "control"), ("control", "baseline"))
@@ -31,7 +33,7 @@ CHOICE_CANDIDATES = ("l1", "ssim_seed", "ssim_local", "l1_ssim")
 
 
 def collect(evaluations: Mapping[int, Any], *, levels: Sequence[str],
-            groups: Mapping[str, str] | None = None) -> dict[str, Any]:
+            groups: Mapping[str, str] | None = None, models: Sequence[str] = COLUMNS) -> dict[str, Any]:
     """``{"seeds", "subjects", "levels", "values": {metric: {model: {level: [[seed][unit]]}}}}``.
 
     An avatar's value is the mean over its evaluated views; with ``groups`` (avatar -> person group) the
@@ -46,7 +48,7 @@ def collect(evaluations: Mapping[int, Any], *, levels: Sequence[str],
     values: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
     for metric in METRICS:
         values[metric] = {}
-        for model in COLUMNS:
+        for model in models:
             values[metric][model] = {}
             for level in levels:
                 rows = []
@@ -128,6 +130,9 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
     diffs = difference_rows(test_cells)
     cells_json = {metric: {m: {lv: (lambda c: c.to_dict() if c else None)(cell(test_cells, metric, m, lv))
                                for lv in levels} for m in COLUMNS} for metric in METRICS}
+    from backend.experiment.plots import interval_bars
+
+    plot = interval_bars(results / "protocol_levels.png", cells_json, COLUMN_LABELS, levels, PRIMARY)
     write_json(results / "protocol.json", {"budget": budget.name, "seeds": list(seeds), "cells": cells_json,
                                            "differences": diffs, "validation_choice": dict(choice),
                                            "values": test_cells, "timings": dict(timings)})
@@ -157,10 +162,13 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
              *([f"**Caution: {n_test} test persons.** A percentile bootstrap over so few persons has only a "
                 "handful of distinct resamples and is too narrow; an interval that excludes 0 here is not "
                 "evidence of a difference.", ""] if n_test < 8 else []),
+             f"![per-level cells with 95 % intervals]({plot.name})", "",
              "## Dense-surface PATD (ΔE00, primary)", "", cell_table(test_cells, "patd_dense"),
              "## Dense-surface PIPATD (primary)", "", cell_table(test_cells, "pipatd_dense"),
              "## Vertex PATD (the paper's flavour)", "", cell_table(test_cells, "patd"),
              "## Vertex PIPATD", "", cell_table(test_cells, "pipatd"),
+             "## Colour-only PATD (diagnostic: the colour net queried at the GT surface)", "",
+             cell_table(test_cells, "patd_color_only"),
              "## Geometry (shared netG: one value per seed group)", ""]
     for metric in GEOMETRY:
         text += [f"{metric}:", "", cell_table(test_cells, metric, ("baseline",))]
@@ -183,4 +191,4 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
              "The test split was evaluated once, after every training run, by the report stage.", "",
              "## Wall time (s)", "", ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
     write_text(results / "protocol.md", "\n".join(text))
-    return {"report": results / "protocol.md", "json": results / "protocol.json"}
+    return {"report": results / "protocol.md", "json": results / "protocol.json", "plot": plot}

@@ -242,7 +242,8 @@ def export_checkpoint(src: Path, dst: Path, provenance: dict[str, Any] | None = 
     if isinstance(state.get("config"), dict):
         cfg = state["config"]
         info["training"] = {k: cfg.get(k) for k in ("stage", "loss", "levels", "steps", "batch", "lr", "seed",
-                                                     "ssim_variant", "ssim_range", "init")}
+                                                     "ssim_variant", "ssim_range", "ssim_space",
+                                                     "patch_min_std", "init")}
     info.update(provenance or {})
     save_checkpoint(dst, model, {"provenance": info})
     return dst

@@ -10,9 +10,11 @@ from typing import Literal, get_args
 
 SsimVariant = Literal["local", "seed"]
 SsimRange = Literal["signed", "unit"]
+SsimSpace = Literal["srgb", "lab"]
 ColorLoss = Literal["l1", "ssim", "l1+ssim"]
 OccupancyLoss = Literal["mse", "bce"]
 SSIM_VARIANTS: tuple[str, ...] = get_args(SsimVariant)
 SSIM_RANGES: tuple[str, ...] = get_args(SsimRange)
+SSIM_SPACES: tuple[str, ...] = get_args(SsimSpace)
 COLOR_LOSSES: tuple[str, ...] = get_args(ColorLoss)
 OCCUPANCY_LOSSES: tuple[str, ...] = get_args(OccupancyLoss)

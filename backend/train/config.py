@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 from backend.data.sampling import PIFU_COLOR_SIGMA, PIFU_GEOMETRY_SIGMA, PatchMode, PatchWeighting
 from backend.errors import InputError
-from backend.train.choices import ColorLoss, OccupancyLoss, SsimRange, SsimVariant
+from backend.train.choices import ColorLoss, OccupancyLoss, SsimRange, SsimSpace, SsimVariant
 
 Stage = Literal["geometry", "color", "both"]
 ModelPreset = Literal["small", "official"]
@@ -71,6 +71,12 @@ class TrainConfig:
     ssim_range: SsimRange = "unit"
     """SSIM on sRGB in [0, 1] with L = 1 ("unit") or on the [-1, 1] encoding with L = 2 ("signed", the
     paper's wording); docs/training.md says why "unit" is the default."""
+    ssim_space: SsimSpace = "srgb"
+    """colour space of the SSIM statistics: sRGB, or CIELAB (L*/100, a*, b* scaled to about [0, 1]),
+    where a global brightness bias shows in the luminance term"""
+    patch_min_std: float = 0.0
+    """GT in-patch standard deviation (sRGB, [0, 1]) under which a patch is flat and left out of the
+    SSIM term (local variant; 0 keeps every patch)"""
     occupancy_loss: OccupancyLoss = "mse"
     steps: int | None = None
     """optimiser steps (default 1000)"""
@@ -192,7 +198,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 p.append(f"{name} must be > 0, got {value!r}")
-        for name in ("w_l1", "w_ssim", "sigma_geometry", "sigma_color", "sigma_patch"):
+        if self.patch_min_std and self.ssim_variant == "seed":
+            p.append("patch_min_std needs ssim_variant=local: the seed's statistics span all patches")
+        for name in ("w_l1", "w_ssim", "sigma_geometry", "sigma_color", "sigma_patch", "patch_min_std"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 p.append(f"{name} must be >= 0, got {value!r}")

@@ -317,7 +317,8 @@ class Objective(nn.Module):
                 target = batch["patch_targets"].transpose(1, 2).reshape(b, m, p, 3)
                 parts = color_loss(cfg.loss, pred, target, batch["patch_weights"], w_l1=cfg.w_l1,
                                    w_ssim=cfg.w_ssim, ssim_variant=cfg.ssim_variant,
-                                   ssim_range=cfg.ssim_range)
+                                   ssim_range=cfg.ssim_range, ssim_space=cfg.ssim_space,
+                                   min_std=cfg.patch_min_std)
             else:
                 pred = net_c.query(batch["color_points"], calibs)
                 parts = color_loss("l1", pred, batch["color_targets"])

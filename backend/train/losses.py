@@ -12,12 +12,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from backend.train.choices import COLOR_LOSSES, OCCUPANCY_LOSSES, SSIM_RANGES, SSIM_VARIANTS
+from backend.train.choices import COLOR_LOSSES, OCCUPANCY_LOSSES, SSIM_RANGES, SSIM_SPACES, SSIM_VARIANTS
 
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 DATA_RANGE = 2.0
 """Range of the [-1, 1] colour encoding."""
+FLAT_STD = 0.01
+"""In-patch GT standard deviation (sRGB, [0, 1]) under which the logs count a patch as flat."""
 
 
 
@@ -116,9 +118,39 @@ def patch_ssim(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor |
     return ssim_from_stats(mu_x.squeeze(axis), mu_y.squeeze(axis), var_x, var_y, cov, c1, c2)
 
 
+def lab_unit(colors: torch.Tensor) -> torch.Tensor:
+    """[-1, 1]-encoded sRGB -> CIELAB scaled to about [0, 1]: (L*/100, (a* + 128)/255, (b* + 128)/255).
+
+    SSIM in L*a*b* (``ssim_space="lab"``): a global brightness bias moves L* by the same amount on
+    dark and light colours, where in sRGB it is a product that local statistics hardly see.
+    The offset keeps a* and b* away from 0, where SSIM's luminance term is ill-conditioned.
+    """
+    from backend.metrics.color import srgb_to_lab_torch
+
+    lab = srgb_to_lab_torch(((colors.float() + 1.0) * 0.5).clamp(0.0, 1.0))
+    scale = lab.new_tensor([1.0 / 100.0, 1.0 / 255.0, 1.0 / 255.0])
+    shift = lab.new_tensor([0.0, 128.0 / 255.0, 128.0 / 255.0])
+    return lab * scale + shift
+
+
+def patch_std(colors: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., M) in-patch standard deviation of (..., M, P, C) [-1, 1] colours, in sRGB [0, 1] units,
+    averaged over the channels (weighted like the local SSIM statistics)."""
+    x = colors.float()
+    if weights is None:
+        w = torch.full_like(x[..., :1], 1.0 / x.shape[-2])
+    else:
+        w = weights.float().unsqueeze(-1)
+        w = w / w.sum(dim=-2, keepdim=True).clamp_min(1e-12)
+    mu = (w * x).sum(dim=-2, keepdim=True)
+    var = (w * (x - mu) ** 2).sum(dim=-2)
+    return 0.5 * var.clamp_min(0.0).sqrt().mean(dim=-1)
+
+
 def patch_ssim_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, *,
                     variant: str = "local", value_range: str = "signed", data_range: float | None = None,
-                    unbiased: bool | None = None) -> torch.Tensor:
+                    unbiased: bool | None = None, space: str = "srgb", min_std: float = 0.0
+                    ) -> torch.Tensor:
     """1 - mean SSIM over patches (or offsets, for ``variant="seed"``) and channels.
 
     ``value_range="signed"`` (docs/training.md) computes SSIM on the [-1, 1] colours themselves with L = 2.
@@ -130,31 +162,51 @@ def patch_ssim_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Ten
     C2 = 0.03^2 (L = 1 although colours are in [-1, 1]), n/(n-1) statistics, the loss clamped to
     [0, 1], and the [-1, 1] values as given (``value_range`` is ignored). Pass ``data_range``/``unbiased``
     to override either variant's defaults.
+
+    ``space="lab"`` computes SSIM on :func:`lab_unit` colours (L = 1; ``value_range`` is ignored).
+    ``min_std`` (local variant only): patches whose GT in-patch standard deviation (:func:`patch_std`)
+    is below it are flat, their structure term carries no signal, and they are left out of the mean
+    (the loss is 0 when every patch is flat).
     """
     if value_range not in SSIM_RANGES:
         raise ValueError(f"SSIM value range must be one of {SSIM_RANGES}, got {value_range!r}")
+    if space not in SSIM_SPACES:
+        raise ValueError(f"SSIM colour space must be one of {SSIM_SPACES}, got {space!r}")
     seed = variant == "seed"
+    if min_std > 0 and seed:
+        raise ValueError("min_std needs the local SSIM variant: the seed's statistics span all patches")
+    keep = patch_std(target, weights) >= min_std if min_std > 0 else None
     if data_range is None:
-        data_range = 1.0 if seed else DATA_RANGE
+        data_range = 1.0 if seed or space == "lab" else DATA_RANGE
     if unbiased is None:
         unbiased = seed
-    if value_range == "unit" and not seed:
+    if space == "lab":
+        pred, target = lab_unit(pred), lab_unit(target)
+    elif value_range == "unit" and not seed:
         # SSIM(a x, a y; a L) = SSIM(x, y; L): [0, 1] with L = 1 is x + 1 with L = 2.
         pred, target = pred + 1.0, target + 1.0
     s = patch_ssim(pred, target, weights, data_range=data_range, variant=variant, unbiased=unbiased)
+    if keep is not None:
+        per_patch = s.mean(dim=-1)
+        kept = keep.to(per_patch.dtype)
+        return (kept * (1.0 - per_patch)).sum() / kept.sum().clamp_min(1.0)
     loss = 1.0 - s.mean()
     return loss.clamp(0.0, 1.0) if seed else loss
 
 
 def color_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
                *, w_l1: float = 1.0, w_ssim: float = 1.0, ssim_variant: str = "local",
-               ssim_range: str = "signed") -> dict[str, torch.Tensor]:
+               ssim_range: str = "signed", ssim_space: str = "srgb", min_std: float = 0.0
+               ) -> dict[str, torch.Tensor]:
     """The colour objective by name, with its parts for logging.
 
     ``kind="l1"``: ``pred``/``target`` (..., C) colours of individual points. ``"ssim"`` and
     ``"l1+ssim"``: (..., M, P, C) patches; the mix is ``w_l1 * L1 + w_ssim * (1 - SSIM)`` with the L1
     taken over the same patch points. Returns ``{"loss": total, "l1": ..., "ssim": ...}`` (the parts
-    present).
+    present); patch losses also report, without gradient, ``std_ratio`` (mean over the patches that are
+    not flat in the GT of predicted / GT in-patch standard deviation: 1 when the net reproduces the
+    GT's texture contrast, near 0 when it predicts flat colour) and ``flat`` (the fraction of patches
+    under ``min_std``, or under 0.01 when it is 0).
     """
     if kind not in COLOR_LOSSES:
         raise ValueError(f"colour loss must be one of {COLOR_LOSSES}, got {kind!r}")
@@ -163,7 +215,14 @@ def color_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, weights: tor
         out["l1"] = color_l1(pred, target)
         out["loss"] = out["l1"]
         return out
-    out["ssim"] = patch_ssim_loss(pred, target, weights, variant=ssim_variant, value_range=ssim_range)
+    out["ssim"] = patch_ssim_loss(pred, target, weights, variant=ssim_variant, value_range=ssim_range,
+                                  space=ssim_space, min_std=min_std)
+    with torch.no_grad():
+        gt_std, pred_std = patch_std(target, weights), patch_std(pred, weights)
+        textured = gt_std >= (min_std if min_std > 0 else FLAT_STD)
+        ratio = pred_std / gt_std.clamp_min(1e-6)
+        out["std_ratio"] = (ratio * textured).sum() / textured.sum().clamp_min(1)
+        out["flat"] = 1.0 - textured.float().mean()
     if kind == "ssim":
         out["loss"] = w_ssim * out["ssim"]
     else:
