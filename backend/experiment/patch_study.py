@@ -213,6 +213,10 @@ def study_markdown(summary: Mapping[str, Any]) -> str:
                " Its difference from the reference is within noise on every level." if
                summary["best_within_noise_of_reference"] else
                " It differs from the reference beyond noise on at least one level.")
-    lines += ["", f"Lowest mean validation PATD over the levels: **{best}**.{verdict}", "",
+    persons = len(summary["values"]["subjects"])
+    caution = ([f"**Caution: {persons} validation persons.** A percentile bootstrap over so few persons has "
+                "a handful of distinct resamples and is too narrow: an interval that excludes 0 is not "
+                "evidence of a difference.", ""] if persons < 8 else [])
+    lines += ["", *caution, f"Lowest mean validation PATD over the levels: **{best}**.{verdict}", "",
               "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings"].items()), ""]
     return "\n".join(lines)
