@@ -60,11 +60,23 @@ def test_demo_runs_the_whole_thin_path_and_the_blend_holds_the_backends_values(t
         np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), errors[name], atol=1e-6)
 
 
-def test_demo_defaults_point_at_a_held_out_avatar():
+def test_demo_defaults_point_at_a_held_out_clothed_avatar():
+    """The demo's avatar is a committed clothed avatar whose person the protocol always holds out for
+    test, and the shipped checkpoint's provenance shows that no avatar of that person group, nor of any
+    other test or validation group, was trained on."""
     from backend.demo import DEFAULT_AVATAR
+    from backend.experiment.population import ALWAYS_TEST, group_of, person_of
+    from backend.models.checkpoint import load_checkpoint
 
-    assert DEFAULT_AVATAR.is_file() and DEFAULT_AVATAR.parent == FIXTURES / "avatars"
-    assert DEFAULT_AVATAR.stem == "avatar_0002"
+    assert DEFAULT_AVATAR.is_file() and DEFAULT_AVATAR.parent.parent == FIXTURES / "valid"
+    group = group_of(person_of(DEFAULT_AVATAR.stem))
+    assert group in {group_of(p) for p in ALWAYS_TEST}
+    _, state = load_checkpoint(DEFAULT_CHECKPOINT, device="cpu")
+    trained = state["provenance"]["trained_on"]
+    assert len(trained) == 34 and DEFAULT_AVATAR.stem not in trained
+    assert group not in {group_of(person_of(name)) for name in trained}
+    held = set(state["provenance"]["held_out_groups"])
+    assert group in held and not held & {group_of(person_of(name)) for name in trained}
 
 
 def test_demo_names_a_missing_checkpoint(tmp_path):
