@@ -21,6 +21,18 @@ def _history(run: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _ordered(levels: Sequence[str]) -> list[str]:
+    """The paper's levels first, in its order, then any others as given."""
+    return [lv for lv in LEVEL_ORDER if lv in levels] + [lv for lv in levels if lv not in LEVEL_ORDER]
+
+
+def _label_axes(ax, x, levels: Sequence[str], title: str, legend_size: int) -> None:
+    ax.set_xticks(x, levels)
+    ax.set_title(title)
+    ax.set_ylabel("ΔE00 (lower is better)")
+    ax.legend(fontsize=legend_size)
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -89,7 +101,7 @@ def level_bars(path: Path, table: Mapping[str, Mapping[str, Mapping[str, float |
     import matplotlib.pyplot as plt
     import numpy as np
 
-    levels = [lv for lv in LEVEL_ORDER if lv in levels] + [lv for lv in levels if lv not in LEVEL_ORDER]
+    levels = _ordered(levels)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="col")
     for col, metric in enumerate(("patd", "pipatd")):
         panels = (("this run", table), ("seed (2K2K, pretrained PIFu)", seed_table))
@@ -104,10 +116,7 @@ def level_bars(path: Path, table: Mapping[str, Mapping[str, Mapping[str, float |
                 bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, color=COLORS[m],
                               label=labels.get(m, m))
                 ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-            ax.set_xticks(x, levels)
-            ax.set_title(f"{metric.upper()} - {title}")
-            ax.set_ylabel("ΔE00 (lower is better)")
-            ax.legend(fontsize=8)
+            _label_axes(ax, x, levels, f"{metric.upper()} - {title}", 8)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -122,7 +131,7 @@ def interval_bars(path: Path, cells: Mapping[str, Mapping[str, Mapping[str, Mapp
     import matplotlib.pyplot as plt
     import numpy as np
 
-    levels = [lv for lv in LEVEL_ORDER if lv in levels] + [lv for lv in levels if lv not in LEVEL_ORDER]
+    levels = _ordered(levels)
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.4), squeeze=False)
     palette = plt.get_cmap("tab10")
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -136,9 +145,6 @@ def interval_bars(path: Path, cells: Mapping[str, Mapping[str, Mapping[str, Mapp
             high = np.array([np.nan if c is None else c["high"] - c["mean"] for c in got])
             ax.bar(x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=[low, high], capsize=2,
                    color=palette(i), label=labels.get(m, m))
-        ax.set_xticks(x, levels)
-        ax.set_title(f"{metric}: mean over test persons, 95 % interval")
-        ax.set_ylabel("ΔE00 (lower is better)")
-        ax.legend(fontsize=7)
+        _label_axes(ax, x, levels, f"{metric}: mean over test persons, 95 % interval", 7)
     fig.tight_layout()
     return _save(fig, path)
