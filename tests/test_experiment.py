@@ -250,7 +250,8 @@ def test_export_strips_the_training_state(tmp_path):
     loaded, state = load_checkpoint(out)
     assert state == {"provenance": {"source_step": 7, "training": {
         "stage": "color", "loss": "ssim", "levels": None, "steps": None, "batch": None, "lr": None,
-        "seed": None, "ssim_variant": None, "ssim_range": None, "init": None}, "note": "x"}}
+        "seed": None, "ssim_variant": None, "ssim_range": None, "ssim_space": None,
+            "patch_min_std": None, "init": None}, "note": "x"}}
     assert out.stat().st_size < src.stat().st_size
     ref = model.state_dict()
     assert all(torch.equal(ref[k], v) for k, v in loaded.state_dict().items())

@@ -332,6 +332,8 @@ def record_names(record: dict[str, Any], split: str) -> list[str]:
 def _evaluate(models: dict[str, Path], data: Path, out: Path, b: ProtocolBudget, levels: list[str],
               device: str | None):
     """The six models on ``data``'s test split (validation for B-dev, test for B-test), resumable."""
+    if out.name == "eval_test":
+        _require_report_stage(f"evaluating {out}")
     return _evaluate_models({m: models[m] for m in COLUMNS}, data, out, b, levels, device)
 
 
