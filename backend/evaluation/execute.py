@@ -19,7 +19,7 @@ from avatex_core import canonical
 from avatex_core.progress import NULL, Progress
 from backend.data.dataset import Dataset
 from backend.errors import InputError
-from backend.evaluation.framing import canonical_to_recon, reconstruction_to_canonical
+from backend.evaluation.framing import canonical_to_reconstruction, reconstruction_to_canonical
 from backend.evaluation.models import LoadedModel, group_by_geometry, load_model, unique_slugs
 from backend.evaluation.plan import TEXTURE_GT_SAMPLES, EvalConfig, EvalPlan
 from backend.evaluation.render import run_render_job, write_render_mesh
@@ -79,11 +79,7 @@ def color_only_patd(model: PIFu, framed, subj_dense: ColoredMesh, stats: dict, c
     step = max(1, len(subj_dense.vertices) // samples)
     points = subj_dense.vertices[::step][:samples]
     gt_rgb = subj_dense.per_vertex_colors()[::step][:samples]
-    crop = stats["crop"]
-    if isinstance(crop, dict):
-        crop = (crop["top"], crop["left"], crop["side"])
-    framed_points = canonical_to_recon(points, tuple(crop), tuple(stats["image_size"][:2]),
-                                       int(stats["input_size"]), calib)
+    framed_points = canonical_to_reconstruction(points, stats, calib)
     colors = color_vertices(model, framed, framed_points, geometry_feature=geometry_feature)
     return float(np.mean(ciede2000(srgb_to_lab(colors), srgb_to_lab(gt_rgb))))
 

@@ -21,8 +21,8 @@ import numpy as np
 from backend.errors import InputError
 from backend.train.validate import recon_to_view
 
-__all__ = ["canonical_to_recon", "recon_to_canonical", "recon_to_view", "reconstruction_to_canonical",
-           "view_rotation_from_calib"]
+__all__ = ["canonical_to_recon", "canonical_to_reconstruction", "recon_to_canonical", "recon_to_view",
+           "reconstruction_to_canonical", "view_rotation_from_calib"]
 
 
 def view_rotation_from_calib(calib: np.ndarray) -> np.ndarray:
@@ -53,6 +53,17 @@ def recon_to_canonical(vertices: np.ndarray, crop: tuple[int, int, int], image_h
 def reconstruction_to_canonical(vertices: np.ndarray, stats: dict, calib: np.ndarray) -> np.ndarray:
     """:func:`recon_to_canonical` with the framing read from ``Reconstruction.stats`` (``crop``,
     ``image_size``, ``input_size``), e.g. a reconstruction that came over the wire."""
+    return recon_to_canonical(vertices, *_framing(stats), calib)
+
+
+def canonical_to_reconstruction(points: np.ndarray, stats: dict, calib: np.ndarray) -> np.ndarray:
+    """:func:`canonical_to_recon` with the framing read from ``Reconstruction.stats``: canonical points
+    (e.g. GT surface samples) in the space the reconstruction's networks were queried in."""
+    return canonical_to_recon(points, *_framing(stats), calib)
+
+
+def _framing(stats: dict) -> tuple[tuple[int, int, int], tuple[int, int], int]:
+    """(crop, image (height, width), input size) from ``Reconstruction.stats``."""
     try:
         crop = stats["crop"]
         if isinstance(crop, dict):
@@ -62,7 +73,7 @@ def reconstruction_to_canonical(vertices: np.ndarray, stats: dict, calib: np.nda
     except (KeyError, TypeError, IndexError) as exc:
         raise InputError(f"the reconstruction's stats lack its framing ({exc}); they need 'crop', "
                          "'image_size' and 'input_size' (backend.recon.reconstruct writes them)") from None
-    return recon_to_canonical(vertices, crop, image_hw, size, calib)
+    return tuple(int(c) for c in crop), image_hw, size
 
 
 def canonical_to_recon(points: np.ndarray, crop: tuple[int, int, int], image_hw: tuple[int, int],
