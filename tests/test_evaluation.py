@@ -433,6 +433,14 @@ def test_bad_inputs(relit, checkpoints, tmp_path):
         evaluate_runs(models, relit, views=[9], image_metrics=False)
     with pytest.raises(InputError, match="no 'train' subjects"):
         evaluate_runs(models, relit, split="train", image_metrics=False)
+    with pytest.raises(InputError, match=r"subject\(s\) \['nobody'\] are not in the 'test' split"):
+        evaluate_runs(models, relit, subjects=["nobody"], image_metrics=False)
+    from backend.evaluation.plan import EvalConfig, plan
+
+    some = plan(models, relit, EvalConfig(subjects=["avatar_0002"], levels=["wild"], views=[0, 1]))
+    assert some.inputs == [("avatar_0002", 0, "wild"), ("avatar_0002", 1, "wild")]
+    assert some.settings["subjects"] == ["avatar_0002"]
+    assert "subjects" not in plan(models, relit, EvalConfig()).settings  # older runs still resume
     with pytest.raises(InputError, match="checkpoint not found"):
         evaluate_runs({"X": tmp_path / "missing.pt"}, relit, image_metrics=False)
     (tmp_path / "empty_run").mkdir()

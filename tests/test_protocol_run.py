@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backend.errors import InputError
@@ -149,6 +150,35 @@ def test_smoke_run_reports_every_cell_with_intervals(smoke):
     assert set(dev.split("train")) == {r["avatar"] for r in split["splits"]["train"]}
     for cfg in (run / "seed_0" / "train").glob("*/config.json"):
         assert "b_test" not in json.loads(cfg.read_text())["data"]
+    # Side-by-side images of the test avatars, one row per level: input | GT | 4 models | 4 heatmaps.
+    from PIL import Image
+
+    images = sorted((run / "results" / "images").glob("*.png"))
+    assert [p.stem for p in images] == sorted(r["avatar"] for r in split["splits"]["test"])
+    for path in images:
+        assert f"images/{path.name}" in text
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+        assert rgb.shape[1] > rgb.shape[0]  # ten columns, two rows
+        assert (np.abs(np.diff(rgb, axis=1)).sum(axis=2) > 60).mean() > 0.01  # drawn, not blank
+    kept = json.loads((run / "figures" / "eval" / "evaluation.json").read_text())
+    assert {r["model"] for r in kept["per_item"]} == set(protocol.FIGURE_COLUMNS)
+    # The figures' reconstructions are the test evaluation's: the same vertex PATD per item.
+    seed0 = {(r["model"], r["subject"], r["level"]): r["patd"] for r in data_per_item(run, 0)}
+    for r in kept["per_item"]:
+        assert r["patd"] == pytest.approx(seed0[r["model"], r["subject"], r["level"]], abs=1e-4)
+
+
+def data_per_item(run: Path, seed: int) -> list[dict]:
+    with protocol.reading_test():
+        return protocol.read_test_evaluation(run / f"seed_{seed}" / "eval_test" / "evaluation.json").per_item
+
+
+def test_figure_subjects_spread_over_the_sorted_split():
+    names = [f"p{i:02d}" for i in range(13)][::-1]
+    assert protocol.figure_subjects(names) == ["p00", "p06", "p12"]
+    assert protocol.figure_subjects(names[:2]) == ["p11", "p12"]
+    assert protocol.figure_subjects(names, count=1) == ["p00"]
 
 
 @pytest.mark.slow

@@ -56,3 +56,26 @@ def test_seed_spread_is_reported_and_noise_is_named():
     assert noise.contains_zero and "within noise" in stats.verdict(noise)
     with pytest.raises(ValueError, match="shape"):
         stats.paired_interval(m, m[:, :2])
+
+
+def test_collect_groups_outfits_of_a_person_and_leaves_out_absent_metrics():
+    from types import SimpleNamespace
+
+    from backend.experiment import protocol_report as rep
+
+    def item(model, subject, patd, psnr=None):
+        return {"model": model, "subject": subject, "level": "clear", "view": 0, "patd_dense": patd,
+                "psnr_novel": psnr}
+
+    ev = {0: SimpleNamespace(per_item=[item("l1", "A_F_1_x", 10.0), item("l1", "A_F_1_y", 14.0),
+                                       item("l1", "B_M_2_x", 20.0)]),
+          1: SimpleNamespace(per_item=[item("l1", "A_F_1_x", 12.0), item("l1", "A_F_1_y", 16.0),
+                                       item("l1", "B_M_2_x", 22.0)])}
+    groups = {"A_F_1_x": "A_F_1", "A_F_1_y": "A_F_1", "B_M_2_x": "B_M_2"}
+    got = rep.collect(ev, levels=["clear"], groups=groups, models=("l1",))
+    assert got["subjects"] == ["A_F_1", "B_M_2"]
+    assert got["values"]["patd_dense"]["l1"]["clear"] == [[12.0, 20.0], [14.0, 22.0]]
+    assert "psnr_novel" not in got["values"]  # switched off: no cell, no NaN that breaks equality
+    assert rep.cell(got, "psnr_novel", "l1", "clear") is None
+    assert rep.cell(got, "patd_dense", "l1", "clear").mean == 17.0
+    assert got == rep.collect(ev, levels=["clear"], groups=groups, models=("l1",))

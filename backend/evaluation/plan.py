@@ -36,6 +36,7 @@ class EvalConfig:
     samples of the dense PATD flavour (default 500k); the paper's flavour uses the GT's vertices.
     ``render_samples``: Cycles samples (default: the dataset's albedo samples). ``blender``: a Blender
     executable for the renders (default: this Python's bpy). ``out_dir`` makes the run resumable.
+    ``subjects``: only these subjects of the split (default all), for figures of a few.
     """
 
     split: str = "test"
@@ -53,6 +54,7 @@ class EvalConfig:
     render_samples: int | None = None
     blender: str | None = None
     lpips: bool = True
+    subjects: list[str] | None = None
 
     def validate(self) -> None:
         """Raise :class:`InputError` for an option no dataset could satisfy."""
@@ -92,6 +94,11 @@ def plan(models: Mapping[str, str | Path], data: str | Path | Dataset, config: E
     if not subjects:
         raise InputError(f"the dataset {ds.root} has no {config.split!r} subjects; render it with a test "
                          "share (avatex render --test-fraction F) or choose another split")
+    if config.subjects is not None:
+        missing = sorted(set(config.subjects) - set(subjects))
+        if missing:
+            raise InputError(f"subject(s) {missing} are not in the {config.split!r} split of {ds.root}")
+        subjects = [sid for sid in subjects if sid in set(config.subjects)]
     levels = list(config.levels) if config.levels else list(ds.levels)
     unknown = [lv for lv in levels if lv not in ds.levels]
     if unknown:
@@ -118,6 +125,7 @@ def plan(models: Mapping[str, str | Path], data: str | Path | Dataset, config: E
                 "geometry_samples": int(config.geometry_samples), "gt_samples": config.gt_samples,
                 "dense_samples": int(config.gt_samples or TEXTURE_GT_SAMPLES),
                 "render_samples": config.render_samples or int(ds.settings.get("albedo_samples", 16)),
-                "dataset_resolution": ds.resolution}
+                "dataset_resolution": ds.resolution,
+                **({"subjects": sorted(subjects)} if config.subjects is not None else {})}
     return EvalPlan(models={str(k): Path(v) for k, v in models.items()}, dataset=ds, config=config,
                     levels=levels, views=view_list, inputs=inputs, skipped=skipped, settings=settings)

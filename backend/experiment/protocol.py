@@ -14,7 +14,9 @@ lit clear as PIFu's own data is for pretraining, and fine-tuned on population B 
     RUN/seed_S/models/*.pt     the six models
     RUN/seed_S/eval_val/       the six models on B-validation (design choices are made here)
     RUN/seed_S/eval_test/      the six models on B-test: written and read by the report stage only
-    RUN/results/               protocol.md, protocol.json, validation.json
+    RUN/results/               protocol.md, protocol.json, validation.json, protocol_levels.png
+    RUN/results/images/        side-by-side reconstructions of three test avatars (report stage)
+    RUN/figures/eval           their evaluation with meshes kept (first seed's models)
 
 **The test split is touched once.** Its dataset is rendered apart, no training config names it (checked
 before training), its evaluation runs inside the report stage (:func:`reading_test`), and
@@ -307,11 +309,12 @@ def run_protocol(out: str | Path, *, population_b: str | Path, population_a: str
             test = {seed: timed("evaluate_test", _evaluate, models[seed], data_test,
                                 root / f"seed_{seed}" / "eval_test", b, b_levels, device) for seed in seeds}
             test_cells = rep.collect(test, levels=b_levels, groups=groups)
+            figures = timed("figures", _figures, models[seeds[0]], data_test, root, b, b_levels, device)
         timings["total"] = round(total_before + time.monotonic() - started, 1)
         write_json(timings_path, timings)
         paths = rep.write_report(root / "results", test_cells=test_cells, val_cells=val_cells, choice=choice,
                                  record=record, budget=b, seeds=seeds, levels=b_levels, spec=spec,
-                                 timings=timings, command=command)
+                                 timings=timings, command=command, figures=figures, figure_seed=seeds[0])
         return {"run": str(root), "report": str(paths["report"]), "cells": test_cells, "choice": choice,
                 "timings": timings}
     finally:
@@ -341,16 +344,57 @@ def _evaluate_models(models: dict[str, Path], data: Path, out: Path, b: Protocol
                      device: str | None):
     """``models`` on ``data``'s test split with the budget's evaluation settings, resumable.
 
-    ``eval_test`` is computed only inside the report stage (:func:`reading_test`).
+    ``eval_test`` is computed only inside the report stage (:func:`reading_test`). Image metrics (Blender
+    renders of every reconstruction) are for the report: validation chooses on PATD without them.
     """
     from backend.evaluation import evaluate_runs
 
     if out.name == "eval_test":
         _require_report_stage(f"evaluating {out}")
+    images = b.base.image_metrics and out.name == "eval_test"
     return evaluate_runs(dict(models), data, split="test", levels=levels,
                          views=list(b.eval_views), resolution=b.eval_resolution or b.base.eval_resolution,
-                         k=b.base.k, device=device, image_metrics=b.base.image_metrics,
+                         k=b.base.k, device=device, image_metrics=images,
                          novel_views=b.base.novel_views, out_dir=out, keep_meshes=False)
+
+
+FIGURE_COLUMNS = ("baseline", "l1", "ssim_seed", "l1_ssim")
+"""The report's side-by-side reconstructions: the baseline, L1, the paper's SSIM-only and L1 + SSIM."""
+FIGURE_SUBJECTS = 3
+
+
+def figure_subjects(names: Sequence[str], count: int = FIGURE_SUBJECTS) -> list[str]:
+    """``count`` test avatars spread evenly over the sorted names: a fixed choice, made before any
+    number was seen (the first, the middle, the last for three)."""
+    names = sorted(names)
+    if len(names) <= count:
+        return names
+    return [names[round(i * (len(names) - 1) / max(1, count - 1))] for i in range(count)]
+
+
+def _figures(models: dict[str, Path], data: Path, root: Path, b: ProtocolBudget, levels: list[str],
+             device: str | None) -> list[Path]:
+    """Side-by-side images of a few test avatars (input | GT | FIGURE_COLUMNS | heatmaps, one row per
+    level): their reconstructions are made again with meshes kept (the test evaluation keeps none), by
+    the same models, so the values under the heatmaps are the test evaluation's."""
+    from backend.data.dataset import Dataset
+    from backend.evaluation import evaluate_runs
+    from backend.experiment.protocol_budgets import COLUMN_LABELS
+    from backend.experiment.report import subject_grid
+
+    _require_report_stage("drawing test reconstructions")
+    ds = Dataset(data)
+    chosen = figure_subjects(ds.split("test"))
+    view = int(b.eval_views[0])
+    work = root / "figures"
+    evaluation = evaluate_runs({m: models[m] for m in FIGURE_COLUMNS}, ds, split="test", levels=levels,
+                               views=[view], resolution=b.eval_resolution or b.base.eval_resolution,
+                               k=b.base.k, device=device, image_metrics=False, novel_views=0,
+                               out_dir=work / "eval", keep_meshes=True, subjects=chosen)
+    size = min(320, int(ds.resolution))
+    return [subject_grid(evaluation, ds, sid, view, levels, work, root / "results" / "images" / f"{sid}.png",
+                         size=size, eval_dir=work / "eval", models=FIGURE_COLUMNS, labels=COLUMN_LABELS)
+            for sid in chosen]
 
 
 def _touch_test_once(root: Path, models: dict[int, dict[str, Path]]) -> None:

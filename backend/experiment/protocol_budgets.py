@@ -119,8 +119,11 @@ PROTOCOL_BUDGETS: dict[str, ProtocolBudget] = {
     ),
     "medium": ProtocolBudget(
         name="medium", summary="under 2.5 h on 2 CPU cores: 13 A avatars, all 60 B avatars at 8 views x 3 "
-                               "levels, 128 px input, 1200 / 500 / 300 steps per seed",
-        base=_cpu(8, 256, (1200, 500, 300), val_subjects=6), a_subjects=13, a_held_out=2, eval_views=(0,),
+                               "levels, 128 px input, 1200 / 500 / 300 steps per seed; image "
+                               "metrics on the test split's input and back views",
+        base=dataclasses.replace(_cpu(8, 256, (1200, 500, 300), val_subjects=6), image_metrics=True,
+                                 novel_views=1),
+        a_subjects=13, a_held_out=2, eval_views=(0,),
         cost=_cpu_cost(0.25),
     ),
     "full": ProtocolBudget(

@@ -23,8 +23,11 @@ VERTEX = ("patd", "pipatd")
 DIAGNOSTIC = ("patd_color_only",)
 """The colour net queried at the GT surface: its own colour error, geometry left out."""
 GEOMETRY = ("chamfer_cm", "pred_to_gt_cm", "normal_consistency")
-METRICS = PRIMARY + VERTEX + DIAGNOSTIC + GEOMETRY
-HIGHER_IS_BETTER = {"normal_consistency"}
+IMAGE = ("psnr_input", "psnr_novel", "ssim_input", "ssim_novel", "lpips_input", "lpips_novel")
+"""Unlit Blender renders of each reconstruction against the GT albedo render, at the input view and
+at novel views (budgets with image metrics only; validation never computes them)."""
+METRICS = PRIMARY + VERTEX + DIAGNOSTIC + GEOMETRY + IMAGE
+HIGHER_IS_BETTER = {"normal_consistency", "psnr_input", "psnr_novel", "ssim_input", "ssim_novel"}
 PAIRS = (("ssim_local", "l1"), ("ssim_seed", "l1"), ("l1_ssim", "l1"), ("l1", "baseline"),
          ("l1_ssim", "baseline"), ("l1", "control"), ("l1_ssim", "control"), ("control", "baseline"))
 """Paired differences the report states: SSIM − L1, fine-tune − baseline, fine-tune − the compute-matched
@@ -39,14 +42,16 @@ def collect(evaluations: Mapping[int, Any], *, levels: Sequence[str],
     An avatar's value is the mean over its evaluated views; with ``groups`` (avatar -> person group) the
     unit of resampling is the person group, the mean of its avatars: two outfits of one person are not
     two independent draws. A failed item makes the unit's value NaN, and such units are dropped per cell
-    later (the cell's ``n`` says how many remained).
+    later (the cell's ``n`` says how many remained). A metric no item has (image metrics switched off)
+    is left out.
     """
+    present = {k for ev in evaluations.values() for r in ev.per_item for k, v in r.items() if v is not None}
     seeds = sorted(int(s) for s in evaluations)
     avatars = sorted({r["subject"] for ev in evaluations.values() for r in ev.per_item})
     unit_of = {a: (groups or {}).get(a, a) for a in avatars}
     units = sorted(set(unit_of.values()))
     values: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
-    for metric in METRICS:
+    for metric in (m for m in METRICS if m in present):
         values[metric] = {}
         for model in models:
             values[metric][model] = {}
@@ -71,12 +76,16 @@ def _complete(*matrices: np.ndarray) -> list[np.ndarray]:
 
 
 def cell(collected: Mapping[str, Any], metric: str, model: str, level: str) -> stats.Interval | None:
+    if metric not in collected["values"]:
+        return None
     (m,) = _complete(np.asarray(collected["values"][metric][model][level], dtype=np.float64))
     return stats.cell_interval(m) if m.size else None
 
 
 def difference(collected: Mapping[str, Any], metric: str, a: str, b: str, level: str
                ) -> stats.Interval | None:
+    if metric not in collected["values"]:
+        return None
     v = collected["values"][metric]
     ma, mb = _complete(np.asarray(v[a][level], dtype=np.float64), np.asarray(v[b][level], dtype=np.float64))
     return stats.paired_interval(ma, mb) if ma.size else None
@@ -124,8 +133,10 @@ def difference_rows(collected: Mapping[str, Any], metrics: Sequence[str] = PRIMA
 def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Mapping[str, Any],
                  choice: Mapping[str, Any], record: Mapping[str, Any], budget: ProtocolBudget,
                  seeds: Sequence[int], levels: Sequence[str], spec: Mapping[str, Any],
-                 timings: Mapping[str, float], command: str | None) -> dict[str, Path]:
-    """``protocol.md`` and ``protocol.json`` (cells, differences, choice, split sizes) in ``results``."""
+                 timings: Mapping[str, float], command: str | None, figures: Sequence[Path] = (),
+                 figure_seed: int | None = None) -> dict[str, Path]:
+    """``protocol.md`` and ``protocol.json`` (cells, differences, choice, split sizes) in ``results``;
+    ``figures``: side-by-side images (in ``results``) of test avatars by the models of ``figure_seed``."""
     results.mkdir(parents=True, exist_ok=True)
     diffs = difference_rows(test_cells)
     cells_json = {metric: {m: {lv: (lambda c: c.to_dict() if c else None)(cell(test_cells, metric, m, lv))
@@ -172,6 +183,20 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
              "## Geometry (shared netG: one value per seed group)", ""]
     for metric in GEOMETRY:
         text += [f"{metric}:", "", cell_table(test_cells, metric, ("baseline",))]
+    image_metrics = [m for m in IMAGE if any(cell(test_cells, m, c, lv) for c in COLUMNS for lv in levels)]
+    if image_metrics:
+        text += ["## Image metrics (unlit renders of the reconstruction vs the GT albedo render)", "",
+                 "`input`: the input view; `novel`: views the model did not see (budget's novel views). "
+                 "LPIPS appears only where its weights are installed.", ""]
+        for metric in image_metrics:
+            text += [f"{metric}:", "", cell_table(test_cells, metric)]
+    if figures:
+        text += ["## Side-by-side reconstructions (test avatars)", "",
+                 f"Models of seed {figure_seed}; rows: lighting levels of the input; columns: the input, the "
+                 "GT albedo render, the reconstructions, then their per-vertex PATD heatmaps (fixed ΔE00 "
+                 "scale, value in brackets). The avatars were chosen by name (first, middle, last of the "
+                 "sorted test split), not by their numbers.", ""]
+        text += [f"![{Path(f).stem}]({Path(f).relative_to(results).as_posix()})\n" for f in figures]
     text += ["## Paired differences (test)", "",
              "Per test person a − b, then bootstrapped over persons; negative = a has the lower (better) "
              "error.", "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,12 +92,14 @@ def _legend(draw, x: int, y: int, width: int) -> None:
 
 
 def subject_grid(evaluation, ds, sid: str, view: int, levels: list[str], work: Path, out: Path, size: int,
-                 eval_dir: Path) -> Path:
-    """Rows = lighting levels; columns = input, GT albedo, three reconstructions, three heatmaps."""
+                 eval_dir: Path, models: Sequence[str] = MODELS,
+                 labels: Mapping[str, str] = LABELS) -> Path:
+    """Rows = lighting levels; columns = input, GT albedo, the reconstructions of ``models`` (kept by
+    the evaluation in ``eval_dir``), then their heatmaps."""
     folders = {name: info.get("folder", name) for name, info in evaluation.models.items()}
     jobs, keys = [], []
     for level in levels:
-        for m in MODELS:
+        for m in models:
             stem = f"v{int(view):03d}_{level}"
             mesh = eval_dir / folders[m] / sid / f"{stem}.ply"
             errors = eval_dir / folders[m] / sid / f"{stem}.npz"
@@ -110,10 +113,10 @@ def subject_grid(evaluation, ds, sid: str, view: int, levels: list[str], work: P
     for level in levels:
         cols = [("input (relit render)", ds.image(sid, view, level)),
                 ("GT (albedo render)", ds.albedo(sid, view))]
-        patd = {m: _item_value(evaluation, m, sid, view, level, "patd") for m in MODELS}
-        cols += [(LABELS[m], _load_rgba(renders[level, m]["colors"])) for m in MODELS]
+        patd = {m: _item_value(evaluation, m, sid, view, level, "patd") for m in models}
+        cols += [(labels[m], _load_rgba(renders[level, m]["colors"])) for m in models]
         cols += [(f"heatmap {m} ({format_value(patd[m])})", _load_rgba(renders[level, m]["heatmap"]))
-                 for m in MODELS]
+                 for m in models]
         rows.append((level, cols))
     return compose_grid(rows, height=size, out=out)
 
