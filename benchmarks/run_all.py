@@ -27,6 +27,7 @@ QUICK_ARGS = {
     "protocol": ["--repeats", "1", "--seconds", "1"],
     "reconstruct": ["--resolution", "64", "--repeats", "1", "--dense-sample", "5000"],
     "render": ["--subject", "avatar", "--views", "1", "--resolution", "128"],
+    "subject_memory": ["--items", "40"],
     "server_memory": ["--echoes", "20", "--images", "6", "--image-mb", "50", "--seconds", "8"],
     "synth": ["--size", "256", "--repeats", "1"],
     "train": ["--steps", "1", "--repeats", "1", "--points", "500"],

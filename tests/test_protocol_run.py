@@ -227,3 +227,17 @@ def test_rerun_resumes_and_test_is_touched_once(smoke):
     export_checkpoint(run / "seed_1" / "models" / "control.pt", model, {"tampered": True})
     with pytest.raises(InputError, match="touches test once"):
         protocol.run_protocol(run, **kwargs)
+
+
+def test_a_resumed_run_may_see_new_cost_estimates_but_not_other_settings(tmp_path):
+    b = PROTOCOL_BUDGETS["small"]
+    spec = {"format": protocol.FORMAT, "budget": json.loads(json.dumps(b.to_dict(), default=list)),
+            "seeds": [0, 1, 2]}
+    (tmp_path / "protocol.json").write_text(json.dumps(spec))
+    cheaper = dataclasses.replace(b, cost={**b.cost, "color_step_s": 0.1}, summary="re-measured")
+    protocol._check_spec(tmp_path / "protocol.json",
+                         {**spec, "budget": json.loads(json.dumps(cheaper.to_dict(), default=list))})
+    longer = dataclasses.replace(b, a_subjects=b.a_subjects + 1)
+    with pytest.raises(InputError, match="holds a different protocol run"):
+        protocol._check_spec(tmp_path / "protocol.json",
+                             {**spec, "budget": json.loads(json.dumps(longer.to_dict(), default=list))})

@@ -182,3 +182,32 @@ def test_subject_cache_is_keyed_by_mesh_and_parameters_and_survives_damage(tmp_p
     r = np.linalg.norm(pool.uniform_points, axis=1)
     clear = np.abs(r - 0.5) > 0.02
     assert (pool.uniform_inside[clear] == (r[clear] < 0.5)).all()
+
+
+def test_workers_keep_subjects_within_a_byte_budget(tmp_path):
+    import numpy as np
+    import trimesh
+
+    from backend.meshio import ColoredMesh
+    from backend.train.cache import SubjectSampling
+    from backend.train.data import TrainItems
+
+    states = {}
+    for i, sub in enumerate((2, 3, 2)):
+        m = trimesh.creation.icosphere(subdivisions=sub, radius=0.5 + 0.1 * i)
+        mesh = ColoredMesh(vertices=np.asarray(m.vertices), faces=np.asarray(m.faces),
+                           vertex_colors=np.full((len(m.vertices), 3), 0.5, np.float32))
+        states[f"s{i}"] = SubjectSampling.build(mesh, dense_samples=4000, geometry=True, pool_surface=2000,
+                                                pool_uniform=200, sigma_geometry=0.05, cache_dir=tmp_path)
+    s0 = states["s0"]
+    floor = s0.surface.points.nbytes * 2 + s0.mesh.vertices.nbytes + s0.pool.surface_points.nbytes
+    assert s0.nbytes > floor and states["s1"].nbytes > s0.nbytes  # the finer sphere holds more
+    items = TrainItems(train_config(), [], 64, tmp_path, memory_bytes=s0.nbytes + states["s1"].nbytes)
+    items.remember("s0", s0)
+    items.remember("s1", states["s1"])
+    assert list(items._subjects) == ["s0", "s1"] and items.held_bytes() <= items.memory_bytes
+    items.remember("s2", states["s2"])          # over budget: the least recently used goes
+    assert list(items._subjects) == ["s1", "s2"]
+    tiny = TrainItems(train_config(), [], 64, tmp_path, memory_bytes=1)
+    tiny.remember("s1", states["s1"])           # the newest stays even alone over the budget
+    assert list(tiny._subjects) == ["s1"]

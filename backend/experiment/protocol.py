@@ -360,6 +360,7 @@ def _evaluate_models(models: dict[str, Path], data: Path, out: Path, b: Protocol
 
 FIGURE_COLUMNS = ("baseline", "l1", "ssim_seed", "l1_ssim")
 """The report's side-by-side reconstructions: the baseline, L1, the paper's SSIM-only and L1 + SSIM."""
+FIGURE_LABELS = {"baseline": "Baseline", "l1": "L1", "ssim_seed": "SSIM (paper)", "l1_ssim": "L1 + SSIM"}
 FIGURE_SUBJECTS = 3
 
 
@@ -379,7 +380,6 @@ def _figures(models: dict[str, Path], data: Path, root: Path, b: ProtocolBudget,
     the same models, so the values under the heatmaps are the test evaluation's."""
     from backend.data.dataset import Dataset
     from backend.evaluation import evaluate_runs
-    from backend.experiment.protocol_budgets import COLUMN_LABELS
     from backend.experiment.report import subject_grid
 
     _require_report_stage("drawing test reconstructions")
@@ -393,7 +393,7 @@ def _figures(models: dict[str, Path], data: Path, root: Path, b: ProtocolBudget,
                                out_dir=work / "eval", keep_meshes=True, subjects=chosen)
     size = min(320, int(ds.resolution))
     return [subject_grid(evaluation, ds, sid, view, levels, work, root / "results" / "images" / f"{sid}.png",
-                         size=size, eval_dir=work / "eval", models=FIGURE_COLUMNS, labels=COLUMN_LABELS)
+                         size=size, eval_dir=work / "eval", models=FIGURE_COLUMNS, labels=FIGURE_LABELS)
             for sid in chosen]
 
 
@@ -411,11 +411,21 @@ def _touch_test_once(root: Path, models: dict[int, dict[str, Path]]) -> None:
     write_json(path, {"models": sums})
 
 
+ESTIMATE_ONLY = ("summary", "cost")
+"""Budget fields that describe the estimate, not the run: a resumed run may see them changed."""
+
+
 def _check_spec(path: Path, spec: dict[str, Any]) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text(encoding="utf-8"))
-    diffs = [k for k in spec if old.get(k) != spec[k]]
+
+    def run_fields(s: dict[str, Any]) -> dict[str, Any]:
+        budget = {k: v for k, v in s.get("budget", {}).items() if k not in ESTIMATE_ONLY}
+        return {**s, "budget": budget}
+
+    old, new = run_fields(old), run_fields(spec)
+    diffs = [k for k in new if old.get(k) != new[k]]
     if diffs:
         raise InputError(f"{path.parent} holds a different protocol run ({', '.join(diffs)} differ); re-run "
                          "it with its own options to resume, or choose another --out")

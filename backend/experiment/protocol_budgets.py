@@ -96,7 +96,7 @@ def _cpu(views: int, resolution: int, steps: tuple[int, int, int], **train: Any)
         _SMALL, views=views, step_deg=360.0 / views, resolution=resolution,
         train={"model_overrides": SMALL_128, "checkpoint_every": 50, "val_every": 100, **train},
         geometry={"steps": g, "lr": 1e-3, "lr_decay_at": [0.8]}, baseline={"steps": c, "lr": 1e-3},
-        finetune={"steps": f, "lr": 1e-4}, eval_resolution=96, image_metrics=False, novel_views=0)
+        finetune={"steps": f, "lr": 1e-4}, eval_resolution=96, image_metrics=True, novel_views=1)
 
 
 def _cpu_cost(image_s: float) -> dict[str, float]:
@@ -113,18 +113,18 @@ PROTOCOL_BUDGETS: dict[str, ProtocolBudget] = {
     ),
     "small": ProtocolBudget(
         name="small", summary="under an hour on 2 CPU cores: 8 A avatars, at most 10 / 4 / 6 B avatars "
-                              "(train / val / test), 4 views at 128 px, 400 / 150 / 80 steps per seed",
+                              "(train / val / test), 4 views at 128 px, 400 / 150 / 80 steps per seed; image "
+                              "metrics on the test split's input and back views",
         base=_cpu(4, 128, (400, 150, 80)), a_subjects=8, b_max={"train": 10, "val": 4, "test": 6},
         eval_views=(0,), cost=_cpu_cost(0.12),
     ),
     "medium": ProtocolBudget(
-        name="medium", summary="under 2.5 h on 2 CPU cores: 13 A avatars, all 60 B avatars at 8 views x 3 "
-                               "levels, 128 px input, 1200 / 500 / 300 steps per seed; image "
+        name="medium", summary="under 2.5 h on 2 CPU cores: 13 A avatars, all 60 B avatars at 6 views x 3 "
+                               "levels, 128 px input, 800 / 400 / 150 steps per seed; image "
                                "metrics on the test split's input and back views",
-        base=dataclasses.replace(_cpu(8, 256, (1200, 500, 300), val_subjects=6), image_metrics=True,
-                                 novel_views=1),
-        a_subjects=13, a_held_out=2, eval_views=(0,),
-        cost=_cpu_cost(0.25),
+        base=_cpu(6, 256, (800, 400, 150), val_subjects=4), a_subjects=13, a_held_out=2, eval_views=(0,),
+        cost={"image_s": 0.35, "cache_s": 11.0, "geometry_step_s": 0.65, "color_step_s": 0.9,
+              "eval_item_s": 7.0, "eval_image_s": 0.3},
     ),
     "full": ProtocolBudget(
         name="full", summary="one GPU: 120 A avatars, every B avatar at 45 views x 3 levels, 512 px, the "
@@ -151,7 +151,7 @@ def estimate_seconds(b: ProtocolBudget, *, a_train: int, a_held: int, b_counts: 
     Renders: A at its levels + albedo; B (all splits) at its levels + albedo. Per seed: the geometry and
     baseline runs on A, five fine-tunes on B-train, and one evaluation of the six models on validation
     and one on test (each input reconstructed once, the colours re-queried per model: ``eval_item_s``
-    is per input for all six).
+    is per input for all six), and the test split's image metrics (``eval_image_s`` per rendered image).
     """
     c = b.cost
     levels = b_levels or len(b.base.levels)
@@ -170,10 +170,13 @@ def estimate_seconds(b: ProtocolBudget, *, a_train: int, a_held: int, b_counts: 
                 + len(FINETUNES) * (steps["finetune"] * c["color_step_s"]
                                     + validations("finetune", b_counts["val"], levels)))
     eval_inputs = (b_counts["val"] + b_counts["test"]) * len(b.eval_views) * levels
+    # Image metrics: every test reconstruction of every model rendered at its input and novel views.
+    images = (b_counts["test"] * len(b.eval_views) * levels * len(COLUMNS) * (1 + b.base.novel_views)
+              if b.base.image_metrics else 0)
     return {
         "render": ((a_train + a_held) * b.base.views * (len(b.a_levels) + 1)
                    + n_b * b.views_b * (levels + 1)) * c["image_s"],
         "caches": (a_train + b_counts["train"]) * c["cache_s"],
         "training": seeds * per_seed,
-        "evaluation": seeds * eval_inputs * c["eval_item_s"],
+        "evaluation": seeds * (eval_inputs * c["eval_item_s"] + images * c.get("eval_image_s", 0.0)),
     }

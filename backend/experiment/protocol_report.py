@@ -193,9 +193,10 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
     if figures:
         text += ["## Side-by-side reconstructions (test avatars)", "",
                  f"Models of seed {figure_seed}; rows: lighting levels of the input; columns: the input, the "
-                 "GT albedo render, the reconstructions, then their per-vertex PATD heatmaps (fixed ΔE00 "
-                 "scale, value in brackets). The avatars were chosen by name (first, middle, last of the "
-                 "sorted test split), not by their numbers.", ""]
+                 "GT albedo render, the reconstructions (Baseline, Fine-tuned L1, SSIM-only with the paper's "
+                 "statistics, L1 + local SSIM), then their per-vertex PATD heatmaps (fixed ΔE00 scale; the "
+                 "caption gives the item's vertex PATD). The avatars were chosen by name (first, middle, "
+                 "last of the sorted test split), not by their numbers.", ""]
         text += [f"![{Path(f).stem}]({Path(f).relative_to(results).as_posix()})\n" for f in figures]
     text += ["## Paired differences (test)", "",
              "Per test person a − b, then bootstrapped over persons; negative = a has the lower (better) "

@@ -103,7 +103,8 @@ class TextureDistance:
 def texture_distance(pred_vertices: np.ndarray, pred_colors: np.ndarray, gt: ColoredMesh,
                      k: int = DEFAULT_K, device=None, gt_samples: int | None = None,
                      rng: np.random.Generator | int | None = None, *, engine: str = "auto",
-                     progress: Progress = NULL) -> TextureDistance:
+                     progress: Progress = NULL,
+                     gt_points: tuple[np.ndarray, np.ndarray, str, int] | None = None) -> TextureDistance:
     """PATD and PIPATD of a coloured point set (a reconstruction's vertices) against a GT mesh.
 
     Both must be in the same space (e.g. the canonical space of ``avatex_core.canonical``). ``pred_colors``
@@ -113,7 +114,8 @@ def texture_distance(pred_vertices: np.ndarray, pred_colors: np.ndarray, gt: Col
     available else CPU.
     ``engine``: "numpy" (scipy KD-tree + numpy, the CPU path), "torch" (blocked k-NN + CIEDE2000 in
     torch float64 on ``device``; the CUDA path, also runnable on the CPU), or "auto" (torch on CUDA,
-    numpy otherwise). Both engines give the same values.
+    numpy otherwise). Both engines give the same values. ``gt_points``: what :func:`gt_point_set` returned
+    for this ``gt``, ``gt_samples`` and ``rng``, for a caller that scores many predictions against one GT.
     """
     def report(stage: str, fraction: float, **info) -> None:
         progress.check("texture distance cancelled")
@@ -125,7 +127,8 @@ def texture_distance(pred_vertices: np.ndarray, pred_colors: np.ndarray, gt: Col
     vertices = _points(pred_vertices, "reconstructed vertices")
     colors, clipped_pred = _colors(pred_colors, len(vertices), "reconstructed colours")
     report("gt-points", 0.0)
-    gt_xyz, gt_rgb, gt_kind, clipped_gt = gt_point_set(gt, gt_samples, rng)
+    gt_xyz, gt_rgb, gt_kind, clipped_gt = gt_points if gt_points is not None else gt_point_set(
+        gt, gt_samples, rng)
     if k > len(gt_xyz):
         raise InputError(f"k = {k} exceeds the {len(gt_xyz)} GT points")
     device_name, use_torch = _choose_engine(engine, device)

@@ -111,6 +111,17 @@ class SubjectSampling:
     ring: np.ndarray
     kdtree: object
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held (arrays, textures and the k-d tree's copy of the points and its index): what the
+        data workers' subject cache counts against its byte budget."""
+        m = self.mesh
+        arrays = [m.vertices, m.faces, m.vertex_colors, m.uv, m.face_material, *m.textures,
+                  *vars(self.surface).values(), *(vars(self.pool).values() if self.pool is not None else ()),
+                  self.vnormals, self.ring, getattr(self.kdtree, "data", None),
+                  getattr(self.kdtree, "indices", None)]
+        return int(sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
+
     @classmethod
     def build(cls, mesh: ColoredMesh, *, dense_samples: int, geometry: bool, pool_surface: int,
               pool_uniform: int, sigma_geometry: float, cache_dir: Path) -> SubjectSampling:

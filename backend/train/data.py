@@ -9,7 +9,10 @@ epoch ``g // items``) and its random points (``numpy.random.default_rng([seed, g
 * the number of DataLoader workers changes nothing but speed.
 
 Workers are persistent and keep each subject's sampling state (:class:`~backend.train.cache.SubjectSampling`)
-in memory once loaded from the disk cache, so an item costs an image decode plus index draws.
+in memory once loaded from the disk cache, so an item costs an image decode plus index draws. The memory
+is bounded in bytes (``SUBJECT_MEMORY`` per worker, least recently used out first), not in subjects: a
+count sized for small meshes thrashes on a population of textured avatars, and every reload re-reads the
+GT mesh and rebuilds its k-d tree (about half a second on a CPU core).
 """
 
 from __future__ import annotations
@@ -83,17 +86,22 @@ class Layout:
                    patches=cfg.uses_patches)
 
 
+SUBJECT_MEMORY = 2 << 30
+"""Bytes of subject sampling state one data worker keeps (about 20 MB per textured 1024² avatar at the
+default 200k dense samples: the 60-avatar library fits)."""
+
+
 class TrainItems(torch.utils.data.Dataset):
     """Map-style dataset indexed by the global sample number ``g`` (see the module docstring)."""
 
     def __init__(self, cfg: TrainConfig, items: list[Item], image_size: int, cache_dir: Path,
-                 subjects_in_memory: int = 16) -> None:
+                 memory_bytes: int = SUBJECT_MEMORY) -> None:
         self.cfg = cfg
         self.items = items
         self.image_size = image_size
         self.cache_dir = Path(cache_dir)
         self.layout = Layout.of(cfg)
-        self.capacity = subjects_in_memory
+        self.memory_bytes = int(memory_bytes)
         self._source: DataSource | None = None
         self._subjects: OrderedDict[str, SubjectSampling] = OrderedDict()
         self._perm: tuple[int, np.ndarray] | None = None
@@ -112,11 +120,19 @@ class TrainItems(torch.utils.data.Dataset):
         if sid in self._subjects:
             self._subjects.move_to_end(sid)
             return self._subjects[sid]
-        state = load_subject(self.source, sid, self.cfg, self.cache_dir)
+        return self.remember(sid, load_subject(self.source, sid, self.cfg, self.cache_dir))
+
+    def remember(self, sid: str, state: SubjectSampling) -> SubjectSampling:
+        """Keep ``state`` as the most recent subject; drop the least recent ones over the byte budget
+        (the newest always stays)."""
         self._subjects[sid] = state
-        while len(self._subjects) > self.capacity:
+        self._subjects.move_to_end(sid)
+        while len(self._subjects) > 1 and self.held_bytes() > self.memory_bytes:
             self._subjects.popitem(last=False)
         return state
+
+    def held_bytes(self) -> int:
+        return sum(s.nbytes for s in self._subjects.values())
 
     def item_of(self, g: int) -> Item:
         epoch, pos = divmod(int(g), len(self.items))

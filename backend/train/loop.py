@@ -196,8 +196,9 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | N
         remove_stale_temporaries(out)
         write_json(out / "config.json", cfg.to_dict())
     val_items = _validation_items(source, cfg, model)
+    val_subjects: dict = {}  # each validation subject's GT, prepared once for the run
     if main and not state and val_items:
-        _run_validation(model, source, val_items, cfg, 0, log, report)
+        _run_validation(model, source, val_items, cfg, 0, log, report, val_subjects)
     distributed.barrier(ctx)
 
     bar = _progress_bar(cfg, main, start, total)
@@ -248,7 +249,7 @@ def _train(cfg: TrainConfig, ctx: distributed.DistContext, resume_from: Path | N
                       elapsed_s=elapsed)
 
         if main and val_items and (step % cfg.val_every == 0 or step == total):
-            _run_validation(model, source, val_items, cfg, step, log, report)
+            _run_validation(model, source, val_items, cfg, step, log, report, val_subjects)
             model.train()
         stop = distributed.any_rank(ctx, progress.cancelled)
         if step % cfg.checkpoint_every == 0 or step == total or stop:
@@ -433,11 +434,11 @@ def _validation_items(source, cfg: TrainConfig, model: PIFu) -> list:
 
 
 def _run_validation(model: PIFu, source, items: list, cfg: TrainConfig, step: int, log: RunLog,
-                    report: Progress) -> None:
+                    report: Progress, subjects: dict) -> None:
     from backend.train.validate import validate
 
     report.report("validate", 0.0, step=step, items=len(items))
-    metrics = validate(model, source, items, cfg)
+    metrics = validate(model, source, items, cfg, subjects)
     if metrics:
         log.log_val(step, metrics)
     report.report("validate", 1.0, step=step, val=metrics)

@@ -47,8 +47,26 @@ def validation_items(source: DataSource, cfg: TrainConfig) -> list[Item]:
 
 @dataclass
 class _Subject:
+    """A validation subject's GT, prepared once per run: the mesh, the vertices queried and the GT point
+    set PATD is measured against (the same for every level and every pass)."""
+
     mesh: ColoredMesh
     vertices: np.ndarray
+    gt_samples: int | None
+    gt_points: tuple[np.ndarray, np.ndarray, str, int]
+
+    @classmethod
+    def load(cls, source: DataSource, sid: str, cfg: TrainConfig) -> _Subject:
+        from backend.metrics.patd import gt_point_set
+
+        mesh = source.mesh(sid)
+        verts = np.asarray(mesh.vertices, dtype=np.float64)
+        if len(verts) > cfg.val_max_vertices:
+            rng = np.random.default_rng([cfg.seed, 0xA1])
+            verts = verts[np.sort(rng.choice(len(verts), cfg.val_max_vertices, replace=False))]
+        gt_samples = None if (mesh.vertex_colors is not None and not mesh.has_texture) else cfg.val_gt_samples
+        return cls(mesh=mesh, vertices=verts, gt_samples=gt_samples,
+                   gt_points=gt_point_set(mesh, gt_samples, None))
 
 
 @torch.no_grad()
@@ -67,27 +85,23 @@ def query_colors(model: PIFu, image: torch.Tensor, calib: torch.Tensor, points: 
     return np.clip(rgb, 0.0, 1.0)
 
 
-def validate(model: PIFu, source: DataSource, items: list[Item], cfg: TrainConfig) -> dict:
+def validate(model: PIFu, source: DataSource, items: list[Item], cfg: TrainConfig,
+             subjects: dict[str, _Subject] | None = None) -> dict:
     """Mean PATD / PIPATD over ``items`` (and per level). The model is left in eval mode; the caller
-    restores train mode."""
+    restores train mode. ``subjects``: a dict the caller keeps between passes, so each subject's GT is
+    loaded and sampled once per run, not once per pass and level."""
     from backend.metrics import texture_distance
 
     model.eval()
-    subjects: dict[str, _Subject] = {}
+    subjects = {} if subjects is None else subjects
     rows: list[tuple[str, float, float]] = []
     for sid, view, level in items:
         if sid not in subjects:
-            mesh = source.mesh(sid)
-            verts = np.asarray(mesh.vertices, dtype=np.float64)
-            if len(verts) > cfg.val_max_vertices:
-                rng = np.random.default_rng([cfg.seed, 0xA1])
-                verts = verts[np.sort(rng.choice(len(verts), cfg.val_max_vertices, replace=False))]
-            subjects[sid] = _Subject(mesh=mesh, vertices=verts)
+            subjects[sid] = _Subject.load(source, sid, cfg)
         subj = subjects[sid]
         rgba = source.rgba(sid, view, level)
         calib = np.asarray(source.calib(sid, view), dtype=np.float64)
-        gt_samples = None if (subj.mesh.vertex_colors is not None and not subj.mesh.has_texture) \
-            else cfg.val_gt_samples
+        gt_samples = subj.gt_samples
         if cfg.val_mode == "recon":
             recon = reconstruct_in_view(model, rgba, cfg.val_resolution)
             model.eval()
@@ -99,11 +113,12 @@ def validate(model: PIFu, source: DataSource, items: list[Item], cfg: TrainConfi
             gt = ColoredMesh(vertices=subj.mesh.vertices @ rot.T, faces=subj.mesh.faces,
                              vertex_colors=subj.mesh.vertex_colors, uv=subj.mesh.uv,
                              textures=subj.mesh.textures, face_material=subj.mesh.face_material)
-            td = texture_distance(verts, colors, gt, gt_samples=gt_samples, engine="numpy")
+            td = texture_distance(verts, colors, gt, gt_samples=gt_samples, engine="numpy")  # rotated GT
         else:
             image, _ = image_tensors(rgba, model.config.load_size)
             colors = query_colors(model, image, torch.as_tensor(calib, dtype=torch.float32), subj.vertices)
-            td = texture_distance(subj.vertices, colors, subj.mesh, gt_samples=gt_samples, engine="numpy")
+            td = texture_distance(subj.vertices, colors, subj.mesh, gt_samples=gt_samples, engine="numpy",
+                                  gt_points=subj.gt_points)
         s = td.summary()
         rows.append((level, float(s["patd"]["mean"]), float(s["pipatd"]["mean"])))
     if not rows:

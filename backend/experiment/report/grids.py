@@ -115,7 +115,7 @@ def subject_grid(evaluation, ds, sid: str, view: int, levels: list[str], work: P
                 ("GT (albedo render)", ds.albedo(sid, view))]
         patd = {m: _item_value(evaluation, m, sid, view, level, "patd") for m in models}
         cols += [(labels[m], _load_rgba(renders[level, m]["colors"])) for m in models]
-        cols += [(f"heatmap {m} ({format_value(patd[m])})", _load_rgba(renders[level, m]["heatmap"]))
+        cols += [(f"{labels[m]}: {format_value(patd[m])}", _load_rgba(renders[level, m]["heatmap"]))
                  for m in models]
         rows.append((level, cols))
     return compose_grid(rows, height=size, out=out)
