@@ -12,7 +12,7 @@ Workers are persistent and keep each subject's sampling state (:class:`~backend.
 in memory once loaded from the disk cache, so an item costs an image decode plus index draws. The memory
 is bounded in bytes (``SUBJECT_MEMORY`` per worker, least recently used out first), not in subjects: a
 count sized for small meshes thrashes on a population of textured avatars, and every reload re-reads the
-GT mesh and rebuilds its k-d tree (about half a second on a CPU core).
+GT mesh and rebuilds its k-d tree (about a third of a second on a CPU core).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Layout:
 
 
 SUBJECT_MEMORY = 2 << 30
-"""Bytes of subject sampling state one data worker keeps (about 20 MB per textured 1024² avatar at the
+"""Bytes of subject sampling state one data worker keeps (about 24 MB per textured 1024² avatar at the
 default 200k dense samples: the 60-avatar library fits)."""
 
 
