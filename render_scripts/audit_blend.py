@@ -15,8 +15,10 @@ MESH is a PLY/OBJ with vertex colours (or a texture), ERRORS.npz holds float arr
 
 The mesh is taken to be in avatex's canonical space (y up, facing +z) unless ``--up z``; the camera
 is orthographic, looking at the front. Workbench (default) renders in about a second and shows the
-colour attributes exactly (flat studio light, Standard view transform); Cycles is slower and shades
-with a soft light. Also usable as a module: :func:`build_scene`, :func:`render_views`, :func:`run`.
+colour attributes exactly (flat light, Standard view transform: a pixel is the attribute's sRGB value,
+so the image can be set beside an albedo render and the heatmap read against its legend); Cycles is
+slower and shades with a soft light. Also usable as a module: :func:`build_scene`,
+:func:`render_views`, :func:`run`.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def render_views(obj: bpy.types.Object, out_dir: Path, name: str, *, engine: str
     if engine == "workbench":
         scene.render.engine = "BLENDER_WORKBENCH"
         shading = scene.display.shading
-        shading.light = "STUDIO"
+        shading.light = "FLAT"  # studio light shades a front-lit mesh to about half its colour
         shading.color_type = "VERTEX"  # the active colour attribute ("Attribute" in the UI)
         shading.show_specular_highlight = False
     elif engine == "cycles":

@@ -2,12 +2,28 @@
 # Rebuild backend/assets/pifu_clothed.pt, the demo's checkpoint (backend/assets/README.md says why this
 # recipe). Needs the 60-avatar clothed library (default ../shared/data/valid); about 25 min on 2 CPU cores.
 #
-#   bash scripts/make_demo_checkpoint.sh [LIBRARY] [WORK]
+#   bash scripts/make_demo_checkpoint.sh [LIBRARY] [WORK] [COLUMN]
+#
+# COLUMN is the protocol column whose colour loss netC is trained with (l1, ssim_seed, ssim_local, l1_ssim;
+# default l1_ssim): the recipe a protocol run chose on validation (RUN/results/validation.json, "best").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$AVATEX_ROOT"
 LIBRARY="$(realpath "${1:-../shared/data/valid}")"
 WORK="$(realpath -m "${2:-runs/demo_checkpoint}")"
+COLUMN="${3:-l1_ssim}"
+# The column's loss and SSIM statistics, from the protocol's own table (one source of truth).
+SPEC="$(python - "$COLUMN" <<'PY'
+import sys
+from backend.experiment.protocol_budgets import COLUMN_TRAINING
+column = sys.argv[1]
+if column not in COLUMN_TRAINING or column == "control":
+    sys.exit(f"make_demo_checkpoint: unknown column {column!r} (one of l1, ssim_seed, ssim_local, l1_ssim)")
+spec = COLUMN_TRAINING[column]
+print(spec["loss"], spec.get("ssim_variant", "local"))
+PY
+)"  # an unknown column stops the script here (set -e), before any rendering
+read -r LOSS VARIANT <<< "$SPEC"
 mkdir -p "$WORK"
 
 # B's training split by person (split seed 0, the protocol's): the held-out persons never appear here.
@@ -27,11 +43,11 @@ avatex render --meshes "${MESHES[@]}" --out "$WORK/data" --views 6 --step 60 \
 avatex train --data "$WORK/data" --out "$WORK/geometry" --init backend/assets/pifu_small.pt \
     --stage geometry --steps 400 --lr 2e-4 --batch 2 --seed 0 --workers 1 --no-progress-bar \
     --set val_subjects=0 --set checkpoint_every=100
-# 2. netC with the protocol's validation choice, L1 + local SSIM, on every lighting level.
+# 2. netC with the protocol's validation choice (COLUMN), on every lighting level.
 avatex train --data "$WORK/data" --out "$WORK/color" --init "$(ls "$WORK"/geometry/checkpoints/*.pt | tail -1)" \
-    --stage color --loss l1+ssim --steps 600 --lr 1e-4 --batch 2 --seed 0 --workers 1 --no-progress-bar \
-    --set val_subjects=0 --set checkpoint_every=100
-python - "$WORK" "$LIBRARY" <<'PY'
+    --stage color --loss "$LOSS" --set ssim_variant="$VARIANT" --steps 600 --lr 1e-4 --batch 2 --seed 0 \
+    --workers 1 --no-progress-bar --set val_subjects=0 --set checkpoint_every=100
+python - "$WORK" "$LIBRARY" "$COLUMN" "$LOSS" "$VARIANT" <<'PY'
 import sys
 from pathlib import Path
 from backend.experiment.population import group_of, person_of, read_population, split_population
@@ -44,8 +60,9 @@ held = sorted({group_of(person_of(n)) for s in ("val", "test") for n in split[s]
 final = sorted((work / "color" / "checkpoints").glob("*.pt"))[-1]
 export_checkpoint(final, Path("backend/assets/pifu_clothed.pt"), {
     "label": "demo checkpoint: pifu_small.pt fine-tuned on clothed avatars (B's training split)",
-    "recipe": "netG 400 steps lr 2e-4, then netC l1+ssim 600 steps lr 1e-4, all levels",
+    "recipe": f"netG 400 steps lr 2e-4, then netC {sys.argv[4]} ({sys.argv[5]} SSIM statistics) 600 steps "
+              f"lr 1e-4, all levels: the protocol column {sys.argv[3]}",
     "trained_on": trained, "held_out_groups": held, "split_seed": 0,
-    "command": "bash scripts/make_demo_checkpoint.sh"})
+    "command": f"bash scripts/make_demo_checkpoint.sh LIBRARY WORK {sys.argv[3]}"})
 print("wrote backend/assets/pifu_clothed.pt")
 PY

@@ -457,6 +457,10 @@ def test_audit_blend_script_writes_the_blend_and_both_images(tmp_path):
     for img in shots.values():
         assert img.shape == (96, 96, 4) and (img[..., 3] > 0).mean() > 0.2   # the mesh fills the frame
     assert np.abs(shots["colors"].astype(int) - shots["heatmap"].astype(int)).mean() > 5
+    # Flat light: every covered pixel is the vertex colour itself (its 8-bit sRGB value), not a shade of it.
+    covered = shots["colors"][..., 3] > 250  # inside the silhouette (its edge is antialiased)
+    shown = np.median(shots["colors"][covered][:, :3], axis=0)
+    assert np.abs(shown - np.array([0.8, 0.3, 0.2]) * 255).max() <= 2
     check = ("import bpy, json, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
              "me = bpy.data.objects['person'].data; "
              "print('R', json.dumps({'attrs': sorted(a.name for a in me.attributes if a.name[0] != '.'), "

@@ -79,3 +79,36 @@ def test_collect_groups_outfits_of_a_person_and_leaves_out_absent_metrics():
     assert rep.cell(got, "psnr_novel", "l1", "clear") is None
     assert rep.cell(got, "patd_dense", "l1", "clear").mean == 17.0
     assert got == rep.collect(ev, levels=["clear"], groups=groups, models=("l1",))
+
+
+def test_sign_flip_p_is_exact_on_small_samples():
+    # All six persons agree: only the observed pattern and its mirror are as extreme -> 2 / 64.
+    assert stats.sign_flip_p([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == pytest.approx(2 / 64)
+    # One of six disagrees, with the largest magnitude: by hand, 28 of the 64 patterns are as extreme.
+    assert stats.sign_flip_p([1.0, 2.0, 3.0, 4.0, 5.0, -6.0]) == pytest.approx(28 / 64)
+    assert stats.sign_flip_p([0.0, 0.0, 0.0]) == 1.0  # identical models
+    with pytest.raises(ValueError, match="finite"):
+        stats.sign_flip_p([1.0, float("nan")])
+
+
+def test_sign_flip_p_holds_its_level_and_finds_a_real_shift():
+    rng = np.random.default_rng(5)
+    null = [stats.sign_flip_p(rng.normal(0.0, 1.0, 8)) < 0.05 for _ in range(400)]
+    assert np.mean(null) <= 0.07  # exact test: at most ~5 % false alarms
+    shifted = [stats.sign_flip_p(rng.normal(1.5, 1.0, 8)) < 0.05 for _ in range(100)]
+    assert np.mean(shifted) > 0.8
+    big = stats.sign_flip_p(rng.normal(0.0, 1.0, 40), seed=1)  # Monte Carlo above EXACT_UP_TO
+    assert 0.0 < big <= 1.0
+
+
+def test_a_narrow_interval_on_few_persons_is_still_noise_without_the_sign_test():
+    # Six persons: five at -1, one at +0.5. The bootstrap interval excludes 0 (four or more draws of the
+    # +0.5 person are needed to reach it), yet by hand only 4 of the 64 sign patterns are as extreme.
+    a = np.array([[10.0, 11.0, 12.0, 13.0, 14.0, 15.0]])
+    b = a + np.array([[1.0, 1.0, 1.0, 1.0, 1.0, -0.5]])
+    diff = stats.paired_interval(a, b)
+    assert not diff.contains_zero and diff.high < 0
+    assert diff.wins == 5 and diff.p == pytest.approx(4 / 64)
+    assert diff.within_noise and "within noise" in stats.verdict(diff) and "p = 0.062" in stats.verdict(diff)
+    agree = stats.paired_interval(a, a + 0.5)
+    assert agree.wins == 6 and agree.p == pytest.approx(2 / 64) and not agree.within_noise

@@ -124,7 +124,7 @@ def difference_rows(collected: Mapping[str, Any], metrics: Sequence[str] = PRIMA
                 d = difference(collected, metric, a, b, lv)
                 if d is not None:
                     out.append({"metric": metric, "a": a, "b": b, "level": lv, **d.to_dict(),
-                                "within_noise": d.contains_zero,
+                                "within_noise": d.within_noise,
                                 "words": stats.verdict(d, metric not in HIGHER_IS_BETTER,
                                                        (COLUMN_LABELS[a], COLUMN_LABELS[b]))})
     return out
@@ -170,9 +170,11 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
              f"mean of its avatars, views and {len(seeds)} training seeds) and the 95 % bootstrap interval "
              "over test persons. With few persons the intervals are wide; with one they collapse to the "
              "value and carry no information.", "",
-             *([f"**Caution: {n_test} test persons.** A percentile bootstrap over so few persons has only a "
-                "handful of distinct resamples and is too narrow; an interval that excludes 0 here is not "
-                "evidence of a difference.", ""] if n_test < 8 else []),
+             *([f"**Caution: {n_test} test persons.** A percentile bootstrap over so few persons is too "
+                "narrow: an interval that excludes 0 is not by itself evidence of a difference. Each paired "
+                "difference therefore also carries an exact sign-flip test over the persons (p, smallest "
+                f"possible {2 / 2 ** n_test:.3f}), and is called within noise unless both the interval "
+                "excludes 0 and p < 0.05.", ""] if n_test < 8 else []),
              f"![per-level cells with 95 % intervals]({plot.name})", "",
              "## Dense-surface PATD (ΔE00, primary)", "", cell_table(test_cells, "patd_dense"),
              "## Dense-surface PIPATD (primary)", "", cell_table(test_cells, "pipatd_dense"),
@@ -200,16 +202,21 @@ def write_report(results: Path, *, test_cells: Mapping[str, Any], val_cells: Map
         text += [f"![{Path(f).stem}]({Path(f).relative_to(results).as_posix()})\n" for f in figures]
     text += ["## Paired differences (test)", "",
              "Per test person a − b, then bootstrapped over persons; negative = a has the lower (better) "
-             "error.", "",
-             "| metric | a − b | level | difference [95 % CI] | within noise |", "|---|---|---|---|---|"]
+             "error. *a lower on*: the persons on which a − b < 0. *p*: the exact two-sided sign-flip test "
+             "over persons (`backend/experiment/stats.py`). Within noise: the interval holds 0 or p ≥ 0.05.",
+             "",
+             "| metric | a − b | level | difference [95 % CI] | a lower on | p | within noise |",
+             "|---|---|---|---|---|---|---|"]
     for d in diffs:
         text.append(f"| {d['metric']} | {COLUMN_LABELS[d['a']]} − {COLUMN_LABELS[d['b']]} | {d['level']} | "
-                    f"{d['mean']:.2f} [{d['low']:.2f}, {d['high']:.2f}] | "
-                    f"{'yes' if d['within_noise'] else 'no'} |")
+                    f"{d['mean']:.2f} [{d['low']:.2f}, {d['high']:.2f}] | {d['wins']} of {d['n']} | "
+                    f"{d['p']:.3f} | {'yes' if d['within_noise'] else 'no'} |")
     noise = [d for d in diffs if d["within_noise"]]
-    text += ["", f"In words: {len(noise)} of {len(diffs)} differences are within noise (their interval "
-             "contains 0). " + " ".join(f"{d['words']} ({d['metric']}, {d['level']})." for d in diffs
-                                        if not d["within_noise"]), "",
+    text += ["", f"In words: {len(noise)} of {len(diffs)} differences are within noise"
+             + ("" if not noise else ": " + "; ".join(f"{d['words']} ({d['metric']}, {d['level']})"
+                                                      for d in noise)) + ". "
+             + " ".join(f"{d['words']} ({d['metric']}, {d['level']})." for d in diffs
+                        if not d["within_noise"]), "",
              "## Choice made on validation", "",
              f"The recipe with the lowest validation {choice['metric']} (mean over levels and seeds): "
              f"**{COLUMN_LABELS.get(choice['best'], choice['best'])}** "

@@ -182,7 +182,7 @@ def report_markdown(evaluation, table, levels: list[str], *, budget, seed: int, 
          "predicted colours, and their per-vertex PATD heatmaps (fixed ΔE00 scale 0–20+, viridis; the "
          "item's mean PATD in the title). The three models share one geometry net (netG is frozen while "
          "fine-tuning), so only the colours differ. Rendered by `render_scripts/audit_blend.py` "
-         "(Workbench, flat studio light).\n"]
+         "(Workbench, flat light: the colours as they are).\n"]
     s += [f"![{g.stem}]({g.as_posix()})\n" for g in grids]
     s += ["\n## Training\n",
           "| run | stage | levels | loss | steps | batch | lr | validation PATD (first → last) | minutes |",
