@@ -168,7 +168,7 @@ def summarise(cells: Mapping[str, Any], histories: Mapping[int, Mapping[str, Map
             c = rep.cell(cells, metric, name, lv)
             d = rep.difference(cells, metric, name, REFERENCE, lv) if name != REFERENCE else None
             per_level[lv] = {"cell": c.to_dict() if c else None, "vs_reference": d.to_dict() if d else None,
-                             "within_noise": None if d is None else d.contains_zero}
+                             "within_noise": None if d is None else d.within_noise}
         diag = {}
         for key in ("std_ratio", "flat"):
             vals = [h[name][key] for h in histories.values() if key in h.get(name, {})]
@@ -214,9 +214,10 @@ def study_markdown(summary: Mapping[str, Any]) -> str:
                summary["best_within_noise_of_reference"] else
                " It differs from the reference beyond noise on at least one level.")
     persons = len(summary["values"]["subjects"])
-    caution = ([f"**Caution: {persons} validation persons.** A percentile bootstrap over so few persons has "
-                "a handful of distinct resamples and is too narrow: an interval that excludes 0 is not "
-                "evidence of a difference.", ""] if persons < 8 else [])
+    caution = ([f"**Caution: {persons} validation persons.** A percentile bootstrap over so few persons is "
+                "too narrow: a difference counts as beyond noise only if its interval excludes 0 and the "
+                "exact sign-flip test over persons gives p < 0.05 (smallest possible: "
+                f"{2 / 2 ** persons:.3f}).", ""] if persons < 8 else [])
     lines += ["", *caution, f"Lowest mean validation PATD over the levels: **{best}**.{verdict}", "",
               "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings"].items()), ""]
     return "\n".join(lines)
