@@ -8,9 +8,10 @@
 # default l1_ssim): the recipe a protocol run chose on validation (RUN/results/validation.json, "best").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+# Paths given are relative to where the script is called from; the defaults to the repository.
+LIBRARY="$(realpath "${1:-$AVATEX_ROOT/../shared/data/valid}")"
+WORK="$(realpath -m "${2:-$AVATEX_ROOT/runs/demo_checkpoint}")"
 cd "$AVATEX_ROOT"
-LIBRARY="$(realpath "${1:-../shared/data/valid}")"
-WORK="$(realpath -m "${2:-runs/demo_checkpoint}")"
 COLUMN="${3:-l1_ssim}"
 # The column's loss and SSIM statistics, from the protocol's own table (one source of truth).
 SPEC="$(python - "$COLUMN" <<'PY'

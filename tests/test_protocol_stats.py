@@ -99,6 +99,8 @@ def test_sign_flip_p_holds_its_level_and_finds_a_real_shift():
     assert np.mean(shifted) > 0.8
     big = stats.sign_flip_p(rng.normal(0.0, 1.0, 40), seed=1)  # Monte Carlo above EXACT_UP_TO
     assert 0.0 < big <= 1.0
+    far = stats.sign_flip_p(np.full(40, 3.0), resamples=999)  # no draw is as extreme but the observed one
+    assert far == pytest.approx(1 / 1000)
 
 
 def test_a_narrow_interval_on_few_persons_is_still_noise_without_the_sign_test():

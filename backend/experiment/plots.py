@@ -26,11 +26,11 @@ def _ordered(levels: Sequence[str]) -> list[str]:
     return [lv for lv in LEVEL_ORDER if lv in levels] + [lv for lv in levels if lv not in LEVEL_ORDER]
 
 
-def _label_axes(ax, x, levels: Sequence[str], title: str, legend_size: int) -> None:
+def _label_axes(ax, x, levels: Sequence[str], title: str, legend_size: int, **legend) -> None:
     ax.set_xticks(x, levels)
     ax.set_title(title)
     ax.set_ylabel("ΔE00 (lower is better)")
-    ax.legend(fontsize=legend_size)
+    ax.legend(fontsize=legend_size, **legend)
 
 
 def _save(fig, path: Path) -> Path:
@@ -138,6 +138,7 @@ def interval_bars(path: Path, cells: Mapping[str, Mapping[str, Mapping[str, Mapp
         models = list(cells[metric])
         width = 0.8 / max(1, len(models))
         x = np.arange(len(levels))
+        top = 0.0
         for i, m in enumerate(models):
             got = [cells[metric][m].get(lv) for lv in levels]
             mean = np.array([np.nan if c is None else c["mean"] for c in got])
@@ -145,6 +146,9 @@ def interval_bars(path: Path, cells: Mapping[str, Mapping[str, Mapping[str, Mapp
             high = np.array([np.nan if c is None else c["high"] - c["mean"] for c in got])
             ax.bar(x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=[low, high], capsize=2,
                    color=palette(i), label=labels.get(m, m))
-        _label_axes(ax, x, levels, f"{metric}: mean over test persons, 95 % interval", 7)
+            top = max(top, float(np.nanmax(mean + high, initial=0.0)))
+        ax.set_ylim(0.0, top * 1.3 if top > 0 else None)  # headroom: the legend must not cover a bar
+        _label_axes(ax, x, levels, f"{metric}: mean over test persons, 95 % interval", 7, ncol=2,
+                    loc="upper center")
     fig.tight_layout()
     return _save(fig, path)

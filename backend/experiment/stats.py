@@ -97,8 +97,8 @@ def sign_flip_p(differences: Sequence[float] | np.ndarray, *, resamples: int = R
                 seed: int = 0) -> float:
     """Two-sided p of the paired sign-flip (randomisation) test that the mean difference is 0.
 
-    Exact (all 2^n sign patterns) up to EXACT_UP_TO subjects, Monte Carlo above. A tie counts as
-    extreme, so p is never 0 and identical models get p = 1.
+    Exact (all 2^n sign patterns) up to EXACT_UP_TO subjects, Monte Carlo above (counting the observed
+    pattern among the draws). A tie counts as extreme, so p is never 0 and identical models get p = 1.
     """
     d = np.asarray(differences, dtype=np.float64).ravel()
     if d.size == 0 or not np.all(np.isfinite(d)):
@@ -109,7 +109,8 @@ def sign_flip_p(differences: Sequence[float] | np.ndarray, *, resamples: int = R
         patterns = (np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1
         signs = 1.0 - 2.0 * patterns
     else:
-        signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(resamples, d.size))
+        draws = np.random.default_rng(seed).choice((-1.0, 1.0), size=(resamples, d.size))
+        signs = np.vstack([np.ones((1, d.size)), draws])  # the observed pattern is one of them
     means = np.abs(signs @ d) / d.size
     return float(np.mean(means >= observed - tolerance))
 
